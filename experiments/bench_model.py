@@ -1,0 +1,126 @@
+"""Throughput and MFU of the full jitted train step (fwd + bwd + AdamW).
+
+  python -m experiments.bench_model [--models quickstart,m13] [--steps 5]
+
+MFU = model FLOP/s (flops_per_token * tokens/s) / peak, where the peak is the
+best float32 FLOP/s of a jitted 2048x2048 `jnp.dot` measured in the same run.
+"""
+
+import argparse
+import dataclasses
+import time
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import step as step_lib
+from models import sharding as sharding_lib
+from models import transformer
+
+# Per preset: (batch, seq_len) of one train step.
+SHAPES = {'tiny': (8, 64), 'quickstart': (32, 256), 'm13': (32, 256)}
+
+
+def matmul_peak(n: int = 2048, iters: int = 10, repeats: int = 5) -> float:
+  """Best float32 FLOP/s of a jitted n x n `jnp.dot` (warm)."""
+  a_NxN = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b_NxN = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(a_NxN, b_NxN).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(iters):
+      out_NxN = dot(a_NxN, b_NxN)
+    out_NxN.block_until_ready()
+    best = min(best, (time.perf_counter() - start) / iters)
+  return 2 * n**3 / best
+
+
+def fake_batch(batch: int, seq_len: int, num_domains: int, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, 256, (batch, seq_len + 1), dtype=np.int32)
+  return {'inputs_BxL': tokens[:, :-1], 'targets_BxL': tokens[:, 1:],
+          'mask_BxL': np.ones((batch, seq_len), np.float32),
+          'domain_B': rng.integers(0, num_domains, batch, dtype=np.int32)}
+
+
+def bench_config(cfg: transformer.ModelConfig, batch: int, seq_len: int,
+                 steps: int = 5, num_domains: int = 4) -> dict:
+  """Times `steps` warm train steps; returns seconds/step and tokens/s."""
+  model = transformer.Transformer(cfg, rngs=nnx.Rngs(0))
+  tx = step_lib.make_optimizer(1e-3, 10, 1000)
+  graphdef, state = step_lib.init_train_state(model, tx)
+  mesh = sharding_lib.make_mesh(1, 1)
+  state_sharding = sharding_lib.state_shardings(state, mesh)
+  state = jax.device_put(state, state_sharding)
+  train_step = step_lib.jit_train_step(mesh, graphdef, state_sharding, tx,
+                                       num_domains)
+  data = jax.device_put(fake_batch(batch, seq_len, num_domains),
+                        sharding_lib.batch_sharding(mesh))
+  start = time.perf_counter()
+  state, metrics = train_step(state, data, None)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - start
+  state, metrics = train_step(state, data, None)  # One more warm-up step.
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = train_step(state, data, None)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - start)
+  step_s = float(np.median(times))
+  return {'params': transformer.param_count(model), 'seq_len': seq_len,
+          'batch': batch, 'step_s': step_s, 'compile_s': compile_s,
+          'tokens_per_s': batch * seq_len / step_s,
+          'flops_per_token': transformer.flops_per_token(cfg, seq_len),
+          'loss': float(metrics['loss'])}
+
+
+def run(models=('quickstart', 'm13'), steps: int = 5,
+        peak: float | None = None, **overrides) -> list[dict]:
+  """Benchmarks each preset; `overrides` replace ModelConfig fields."""
+  peak = matmul_peak() if peak is None else peak
+  rows = []
+  for name in models:
+    cfg = dataclasses.replace(transformer.PRESETS[name](), **overrides)
+    batch, seq_len = SHAPES[name]
+    row = {'model': name, **bench_config(cfg, batch, seq_len, steps)}
+    row['flops_per_s'] = row['flops_per_token'] * row['tokens_per_s']
+    row['mfu'] = row['flops_per_s'] / peak
+    row['peak_flops_per_s'] = peak
+    rows.append(row)
+  return rows
+
+
+def format_table(rows: list[dict]) -> str:
+  header = (f"{'model':<11}{'params':>11}{'seq':>5}{'batch':>6}"
+            f"{'step_s':>8}{'tok/s':>9}{'MFLOP/tok':>10}{'GFLOP/s':>9}"
+            f"{'MFU':>7}")
+  lines = [header]
+  for r in rows:
+    lines.append(
+        f"{r['model']:<11}{r['params']:>11,}{r['seq_len']:>5}{r['batch']:>6}"
+        f"{r['step_s']:>8.3f}{r['tokens_per_s']:>9.0f}"
+        f"{r['flops_per_token'] / 1e6:>10.1f}{r['flops_per_s'] / 1e9:>9.1f}"
+        f"{r['mfu']:>7.1%}")
+  return '\n'.join(lines)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument('--models', default='quickstart,m13')
+  parser.add_argument('--steps', type=int, default=5)
+  args = parser.parse_args()
+  peak = matmul_peak()
+  print(f'jax {jax.__version__} on {jax.devices()[0].device_kind}; '
+        f'float32 jnp.dot 2048x2048 peak: {peak / 1e9:.1f} GFLOP/s')
+  rows = run(tuple(args.models.split(',')), args.steps, peak=peak)
+  print(format_table(rows))
+
+
+if __name__ == '__main__':
+  main()

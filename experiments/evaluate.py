@@ -1,0 +1,67 @@
+"""Evaluation: per-domain held-out loss, and exact-match accuracy by greedy decoding on eval items."""
+
+from typing import Sequence
+
+import numpy as np
+
+from mixing.data import tokenizer
+from mixing.data.packing import PackedDomain
+from models import decode
+
+
+def heldout_batches(domains: Sequence[PackedDomain], eval_batches: int, batch_size: int
+                    ) -> list[dict[str, np.ndarray]]:
+  """A fixed evaluation set: each domain's first eval_batches * batch_size held-out rows.
+
+  Rows of all domains are concatenated and cut into batches of batch_size; the last batch is filled
+  with mask-0 rows, which count for nothing.
+  """
+  tokens, masks, ids = [], [], []
+  for d, p in enumerate(domains):
+    n = min(len(p.heldout), eval_batches * batch_size)
+    tokens.append(p.heldout.tokens_NxL1[:n])
+    masks.append(p.heldout.mask_NxL1[:n])
+    ids.append(np.full(n, d, np.int32))
+  tokens_NxL1 = np.concatenate(tokens).astype(np.int32)
+  mask_NxL1 = np.concatenate(masks).astype(np.float32)
+  domain_N = np.concatenate(ids)
+  pad = -len(domain_N) % batch_size
+  tokens_NxL1 = np.concatenate([tokens_NxL1, np.full((pad, tokens_NxL1.shape[1]), tokenizer.PAD,
+                                                     np.int32)])
+  mask_NxL1 = np.concatenate([mask_NxL1, np.zeros((pad, mask_NxL1.shape[1]), np.float32)])
+  domain_N = np.concatenate([domain_N, np.zeros(pad, np.int32)])
+  return [{'inputs_BxL': tokens_NxL1[i:i + batch_size, :-1],
+           'targets_BxL': tokens_NxL1[i:i + batch_size, 1:],
+           'mask_BxL': mask_NxL1[i:i + batch_size, 1:],
+           'domain_B': domain_N[i:i + batch_size]}
+          for i in range(0, len(domain_N), batch_size)]
+
+
+def heldout_loss(eval_fn, params, batches, to_global=lambda b: b) -> np.ndarray:
+  """Mean held-out loss per domain (NaN for a domain with no held-out tokens)."""
+  loss_sum_D = tokens_D = 0.0
+  for batch in batches:
+    out = eval_fn(params, to_global(batch))
+    loss_sum_D = loss_sum_D + np.asarray(out['domain_loss_sum_D'], np.float64)
+    tokens_D = tokens_D + np.asarray(out['domain_tokens_D'], np.float64)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return np.where(tokens_D > 0, loss_sum_D / tokens_D, np.nan)
+
+
+def generate(graphdef, params, prompts: Sequence[str], max_new: int) -> list[str]:
+  """Greedy continuations of each prompt, cut at the first EOS."""
+  encoded = [tokenizer.encode(p, bos=True) for p in prompts]
+  lengths_N = np.array([len(e) for e in encoded], np.int32)
+  prompt_NxP = np.full((len(encoded), lengths_N.max()), tokenizer.PAD, np.int32)
+  for i, e in enumerate(encoded):
+    prompt_NxP[i, :len(e)] = e
+  out_NxM = np.asarray(decode.greedy_decode(graphdef, params, prompt_NxP, lengths_N, max_new))
+  return [tokenizer.decode(row) for row in out_NxM]
+
+
+def accuracy(graphdef, params, domain, num_items: int) -> float:
+  """Exact match (after the domain's answer extraction and stripping) on its first items."""
+  items = domain.items[:num_items]
+  outputs = generate(graphdef, params, [it.prompt for it in items], domain.max_decode_len)
+  hits = [domain.is_correct(out, it.target) for out, it in zip(outputs, items)]
+  return float(np.mean(hits))

@@ -1,0 +1,35 @@
+r"""Trains an LM on a mixture of domains.
+
+  python -m experiments.train --config=configs/quickstart.py --workdir=/tmp/qs \
+      --config.steps=200 --config.mixer.name=static
+"""
+
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import cli
+from experiments import trainer as trainer_lib
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/quickstart.py.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics.jsonl, tb/.',
+                               required=True)
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is None:
+    cli.fail('config: give --config=FILE (e.g. configs/quickstart.py)')
+  try:
+    trainer = trainer_lib.Trainer(_CONFIG.value, _WORKDIR.value)
+  except ValueError as e:
+    cli.fail(e)
+  try:
+    trainer.run()
+  except trainer_lib.NonFiniteLossError as e:
+    print(f'error: {e}', flush=True)
+    raise SystemExit(1) from None
+  print(trainer.table())
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,260 @@
+"""The train loop every mixlab method uses: sharded steps, mixer updates, evaluation, checkpoints.
+
+One loop iteration: draw a batch by the current weights, run the jitted step (which returns every
+domain's loss), stop on a non-finite loss, evaluate every `eval_every` steps, log every `log_every`,
+hand the Mixer an Observation every `mixer.update_every` and apply its weights from the next batch,
+checkpoint every `checkpoint_every`. Everything the loop carries between steps is in the checkpoint,
+so a resumed run is bit-identical to an uninterrupted one on the same devices.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+from flax import nnx
+import jax
+import ml_collections
+import numpy as np
+
+from configs import models as model_configs
+from experiments import checkpoint as checkpoint_lib
+from experiments import evaluate as evaluate_lib
+from experiments import metrics as metrics_lib
+from experiments import step as step_lib
+from experiments import validate
+from mixing import mixer as mixer_lib
+from mixing import registry
+from mixing.data import domains as domains_lib
+from mixing.data import load as load_lib
+from mixing.data import sampler as sampler_lib
+from models import sharding as sharding_lib
+from models import transformer
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+def make_mesh(config) -> jax.sharding.Mesh:
+  model = config.mesh.model
+  data = config.mesh.data if config.mesh.data > 0 else jax.device_count() // model
+  return sharding_lib.make_mesh(data, model)
+
+
+def load_run_domains(config):
+  names, weights = load_lib.parse_mixture(config.domains)
+  files = {name: load_lib.FileDomainSpec(**spec.to_dict())
+           for name, spec in config.domain_files.items()}
+  opts = domains_lib.BuiltinOptions(num_train=config.data.num_train,
+                                    num_heldout=config.data.num_heldout,
+                                    num_eval=max(config.eval_items, 1),
+                                    chunk_chars=config.data.chunk_chars)
+  packed = load_lib.load_domains(names, config.seq_len, config.seed, files, config.data.dir, opts,
+                                 config.data.loss_on_prompt)
+  return names, weights, packed
+
+
+def _to_global(mesh, batch):
+  """This process's rows -> global arrays sharded over the data axis."""
+  sharding = sharding_lib.batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def _local_rows(batch):
+  n = len(batch['domain_B']) // jax.process_count()
+  lo = jax.process_index() * n
+  return {k: v[lo:lo + n] for k, v in batch.items()}
+
+
+@dataclasses.dataclass
+class _Sums:
+  """Per-domain training-loss sums since some step (for mixer observations and logs)."""
+  loss_D: np.ndarray
+  tokens_D: np.ndarray
+
+  @classmethod
+  def zeros(cls, d):
+    return cls(np.zeros(d), np.zeros(d))
+
+  def add(self, metrics):
+    self.loss_D += np.asarray(metrics['domain_loss_D'], np.float64) * metrics['domain_tokens_D']
+    self.tokens_D += np.asarray(metrics['domain_tokens_D'], np.float64)
+
+  def mean_D(self):
+    with np.errstate(invalid='ignore', divide='ignore'):
+      return np.where(self.tokens_D > 0, self.loss_D / self.tokens_D, np.nan)
+
+
+class Trainer:
+  """Builds a run from a config; `run()` trains to config.steps, resuming from the workdir."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, quiet: bool = False):
+    validate.check_config(config)
+    self.config, self.workdir = config, workdir
+    self.quiet = quiet or jax.process_index() != 0
+    self.names, weights, self.domains = load_run_domains(config)
+    self.mixer = registry.make_mixer(config.mixer, weights)
+    self.mesh = make_mesh(config)
+    validate.check_batch(config, self.mesh.shape['data'])
+    cfg = model_configs.model_config(config.model, config.seq_len)
+    model = transformer.Transformer(cfg, rngs=nnx.Rngs(config.seed))
+    o = config.optimizer
+    tx = step_lib.make_optimizer(o.learning_rate, o.warmup_steps, config.steps, o.weight_decay,
+                                 o.clip_norm, o.b1, o.b2)
+    self.graphdef, state = step_lib.init_train_state(model, tx)
+    self.state_sharding = sharding_lib.state_shardings(state, self.mesh)
+    self.state = jax.device_put(state, self.state_sharding)
+    num_domains = len(self.names)
+    self.train_fn = step_lib.jit_train_step(self.mesh, self.graphdef, self.state_sharding, tx,
+                                            num_domains)
+    self.eval_fn = step_lib.jit_eval_step(self.mesh, self.graphdef, self.state_sharding.params,
+                                          num_domains)
+    self.eval_set = evaluate_lib.heldout_batches(self.domains, config.eval_batches,
+                                                 config.batch_size)
+    self.sampler = sampler_lib.MixtureSampler(
+        [d.train for d in self.domains], self.names, weights, config.batch_size, config.seed,
+        jax.process_index(), jax.process_count())
+    infos = [mixer_lib.DomainInfo(d.name, d.train.num_tokens) for d in self.domains]
+    self.mixer_state = self.mixer.init(infos)
+    self.checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                                    config.keep_checkpoints)
+    self.step = 0
+    self.rng = jax.random.key_data(jax.random.key(config.seed))
+    self.last_eval: dict[str, float] = {}
+    self.since_update = _Sums.zeros(num_domains)
+    self.since_log = _Sums.zeros(num_domains)
+    self.tokens_seen = 0
+
+  # --- checkpoint ---------------------------------------------------------------------------------
+  def _meta(self):
+    return {'step': self.step, 'sampler': self.sampler.state(), 'mixer': self.mixer_state,
+            'rng': np.asarray(self.rng), 'last_eval': self.last_eval,
+            'tokens_seen': self.tokens_seen,
+            'since_update': dataclasses.asdict(self.since_update),
+            'since_log': dataclasses.asdict(self.since_log)}
+
+  def _restore(self) -> bool:
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                            self.state)
+    restored = self.checkpointer.restore_latest(abstract)
+    if restored is None:
+      return False
+    self.step, self.state, meta = restored
+    self.sampler.restore(meta['sampler'])
+    self.mixer_state = meta['mixer']
+    self.rng = meta['rng']
+    self.last_eval = {k: float(v) for k, v in meta['last_eval'].items()}
+    self.tokens_seen = int(meta['tokens_seen'])
+    self.since_update = _Sums(**meta['since_update'])
+    self.since_log = _Sums(**meta['since_log'])
+    return True
+
+  # --- pieces of the loop ---------------------------------------------------------------------------
+  def observation(self) -> mixer_lib.Observation:
+    return mixer_lib.Observation(
+        step=self.step, total_steps=self.config.steps, tokens_seen=self.tokens_seen,
+        train_loss_D=self.since_update.mean_D(), train_tokens_D=self.since_update.tokens_D.copy(),
+        eval_metrics=dict(self.last_eval), weights_D=self.sampler.weights_D.copy())
+
+  def _update_mixer(self):
+    self.mixer_state, weights = self.mixer.update(self.mixer_state, self.observation())
+    self.sampler.set_weights(weights)
+    self.since_update = _Sums.zeros(len(self.names))
+
+  def evaluate(self) -> dict[str, float]:
+    params = self.state.params
+    batches = [_local_rows(b) for b in self.eval_set]
+    loss_D = evaluate_lib.heldout_loss(self.eval_fn, params, batches,
+                                       lambda b: _to_global(self.mesh, b))
+    out = {f'eval/{name}/loss': float(v) for name, v in zip(self.names, loss_D)}
+    for d in self.domains:
+      if d.domain.items and self.config.eval_items > 0:
+        out[f'eval/{d.name}/accuracy'] = evaluate_lib.accuracy(self.graphdef, params, d.domain,
+                                                               self.config.eval_items)
+    return out
+
+  def _check_finite(self, metrics):
+    bad = [name for name, loss, tokens in zip(self.names, metrics['domain_loss_D'],
+                                              metrics['domain_tokens_D'])
+           if tokens > 0 and not np.isfinite(loss)]
+    if not np.isfinite(metrics['loss']) or bad:
+      raise NonFiniteLossError(
+          f'non-finite loss {float(metrics["loss"])} at step {self.step}; domains with a '
+          f'non-finite loss: {", ".join(bad) or "none (the total only)"}; the last good '
+          'checkpoint is kept')
+
+  def _log(self, tokens_per_sec: float):
+    scalars = {'train/loss': float(np.nansum(self.since_log.loss_D) /
+                                   max(self.since_log.tokens_D.sum(), 1.0)),
+               'perf/tokens_per_sec': tokens_per_sec}
+    for name, loss, w in zip(self.names, self.since_log.mean_D(), self.sampler.weights_D):
+      if np.isfinite(loss):
+        scalars[f'train/loss/{name}'] = loss
+      scalars[f'mixture/{name}'] = w
+    scalars.update(self.last_eval if self.step % self.config.eval_every == 0
+                   or self.step == self.config.steps else {})
+    self.writer.write(self.step, scalars)
+    self.since_log = _Sums.zeros(len(self.names))
+
+  # --- the loop -------------------------------------------------------------------------------------
+  def run(self, step_wrapper=None) -> dict[str, float]:
+    """Trains to config.steps (resuming if the workdir has a checkpoint); returns the last eval."""
+    c = self.config
+    resumed = self._restore()
+    if not resumed:
+      self._update_mixer()  # every mixer chooses the first weights too
+    self.writer = metrics_lib.MetricsWriter(self.workdir, self.step, jax.process_index() == 0)
+    progress = metrics_lib.Progress(c.steps, c.progress_seconds, not self.quiet)
+    if resumed and not self.quiet:
+      print(f'resumed from step {self.step}', flush=True)
+    train_fn = step_wrapper(self.train_fn) if step_wrapper else self.train_fn
+    tokens_per_sec, clock, clock_step = 0.0, time.time(), self.step
+    try:
+      while self.step < c.steps:
+        batch = _to_global(self.mesh, self.sampler.next_batch())
+        self.state, metrics = train_fn(self.state, batch, None)
+        metrics = jax.device_get(metrics)
+        self.step += 1
+        self._check_finite(metrics)
+        self.since_update.add(metrics)
+        self.since_log.add(metrics)
+        self.tokens_seen += int(metrics['domain_tokens_D'].sum())
+        if self.step % c.eval_every == 0 or self.step == c.steps:
+          self.last_eval = self.evaluate()
+          clock, clock_step = time.time(), self.step  # evaluation time is not training time
+        elapsed = time.time() - clock
+        if elapsed > 0 and self.step > clock_step:
+          tokens_per_sec = (self.step - clock_step) * c.batch_size * c.seq_len / elapsed
+        progress.update(self.step, float(metrics['loss']), tokens_per_sec)
+        if self.step % c.log_every == 0 or self.step == c.steps:
+          self._log(tokens_per_sec)
+        if self.step % c.mixer.update_every == 0 and self.step < c.steps:
+          self._update_mixer()
+        if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+          self.checkpointer.save(self.step, self.state, self._meta())
+    finally:
+      self.checkpointer.close()
+      self.writer.close()
+    self._write_summary()
+    return self.last_eval
+
+  def _write_summary(self):
+    if jax.process_index() != 0:
+      return
+    summary = {'step': self.step, 'domains': self.names, 'eval': self.last_eval,
+               'weights': self.sampler.weights_D.tolist(), 'realized':
+               {k: v.tolist() for k, v in self.sampler.realized().items()}}
+    tmp = os.path.join(self.workdir, 'summary.json.tmp')
+    with open(tmp, 'w') as f:
+      json.dump(summary, f, indent=1)
+    os.replace(tmp, os.path.join(self.workdir, 'summary.json'))
+
+  def table(self) -> str:
+    columns = {'eval loss': np.array([self.last_eval.get(f'eval/{n}/loss', np.nan)
+                                      for n in self.names])}
+    acc = np.array([self.last_eval.get(f'eval/{n}/accuracy', np.nan) for n in self.names])
+    if np.isfinite(acc).any():
+      columns['accuracy'] = acc
+    columns['final weight'] = self.sampler.weights_D
+    return metrics_lib.domain_table(self.names, columns)

@@ -1,0 +1,74 @@
+r"""Shows what a model will read: each domain's size and a few decoded training sequences.
+
+  python -m mixing.data.inspect --domains=code/python,prose/plays,math/easy,bbh/navigate
+  python -m mixing.data.inspect --domains=gsm8k --file=gsm8k=../shared/data/gsm8k/train.jsonl@question,answer
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from mixing.data import load as load_lib
+from mixing.data import sampler as sampler_lib
+from mixing.data import tokenizer
+
+_DOMAINS = flags.DEFINE_string('domains', 'code/python,prose/plays,math/easy,bbh/navigate',
+                               "Comma-separated domains, optionally 'name:weight'.")
+_FILES = flags.DEFINE_multi_string('file', [], 'A file domain, name=path[@input_field,target_field]; '
+                                    'repeat for more.')
+_DATA_DIR = flags.DEFINE_string('data_dir', '/tmp/mixlab_data', 'Where file domains are cached.')
+_SEQ_LEN = flags.DEFINE_integer('seq_len', 128, 'Tokens per training sequence.')
+_EXAMPLES = flags.DEFINE_integer('examples', 2, 'Decoded sequences to show per domain.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Data seed.')
+
+
+def parse_files(entries) -> dict[str, load_lib.FileDomainSpec]:
+  specs = {}
+  for entry in entries:
+    name, sep, rest = entry.partition('=')
+    if not sep or not name or not rest:
+      raise ValueError(f'file: expected name=path[@fields], got {entry!r}')
+    path, _, fields = rest.partition('@')
+    specs[name] = load_lib.FileDomainSpec(path=path, fields=fields)
+  return specs
+
+
+def describe(packed_domains, examples: int, seed: int) -> str:
+  lines = [f"{'domain':<32} {'train docs':>10} {'heldout':>8} {'rows':>8} {'loss tokens':>12} "
+           f"{'eval items':>10}"]
+  for p in packed_domains:
+    lines.append(f'{p.name:<32} {len(p.domain.train):>10,} {len(p.domain.heldout):>8,} '
+                 f'{len(p.train):>8,} {p.train.num_tokens:>12,} {len(p.domain.items):>10,}')
+  names = [p.name for p in packed_domains]
+  for d, p in enumerate(packed_domains):
+    one_hot = np.eye(len(names))[d]
+    sampler = sampler_lib.MixtureSampler([q.train for q in packed_domains], names, one_hot,
+                                         examples, seed=seed)
+    batch = sampler.next_batch()
+    lines.append(f'\n=== {p.name} ===')
+    for inputs, mask in zip(batch['inputs_BxL'], batch['mask_BxL']):
+      lines.append(f'--- sequence ({int(mask.sum())}/{mask.size} targets count) ---')
+      lines.append(tokenizer.decode(inputs, stop_at_eos=False))
+    if p.domain.items:
+      item = p.domain.items[0]
+      lines.append(f'--- evaluation item ---\n{item.prompt}\n[target] '
+                   f'{item.target!r}')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  try:
+    names, _ = load_lib.parse_mixture(_DOMAINS.value)
+    packed = load_lib.load_domains(names, _SEQ_LEN.value, _SEED.value,
+                                   files=parse_files(_FILES.value), data_dir=_DATA_DIR.value)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  print(describe(packed, _EXAMPLES.value, _SEED.value))
+
+
+if __name__ == '__main__':
+  app.run(main)

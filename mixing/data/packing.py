@@ -1,0 +1,70 @@
+"""Packs a domain's documents into fixed-length token sequences with a loss mask.
+
+Each document becomes BOS + prompt + completion + EOS; documents are concatenated into one stream and cut
+into rows of seq_len + 1 tokens (inputs are row[:-1], targets row[1:]). The mask marks the targets that
+count: completion tokens and EOS always, prompt tokens unless `loss_on_prompt` is False; the padding
+that fills the last row never counts.
+"""
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from mixing.data import tokenizer
+from mixing.data.domains import Document, Domain
+
+
+class PackedRows:
+  """A random-access source of packed rows: row i is (tokens_L1, mask_L1), usable by grain."""
+
+  def __init__(self, tokens_NxL1: np.ndarray, mask_NxL1: np.ndarray):
+    self.tokens_NxL1 = tokens_NxL1
+    self.mask_NxL1 = mask_NxL1
+
+  def __len__(self) -> int:
+    return self.tokens_NxL1.shape[0]
+
+  def __getitem__(self, i):
+    return self.tokens_NxL1[i], self.mask_NxL1[i]
+
+  @property
+  def num_tokens(self) -> int:
+    """Tokens that carry loss: the domain's size as the mixers count it."""
+    return int(self.mask_NxL1.sum(dtype=np.int64))
+
+
+def pack(docs: Sequence[Document], seq_len: int, loss_on_prompt: bool = True) -> PackedRows:
+  """Packs documents into rows of seq_len + 1 tokens; see the module docstring."""
+  pieces, masks = [], []
+  for doc in docs:
+    prompt = tokenizer.encode(doc.prompt, bos=True)
+    completion = tokenizer.encode(doc.completion, eos=True)
+    pieces += [prompt, completion]
+    prompt_mask = np.full(prompt.shape, loss_on_prompt, np.uint8)
+    prompt_mask[0] = 0  # BOS is never a target
+    masks += [prompt_mask, np.ones(completion.shape, np.uint8)]
+  stream = np.concatenate(pieces).astype(np.uint16)
+  mask = np.concatenate(masks)
+  row = seq_len + 1
+  pad = -len(stream) % row
+  stream = np.concatenate([stream, np.full(pad, tokenizer.PAD, np.uint16)])
+  mask = np.concatenate([mask, np.zeros(pad, np.uint8)])
+  return PackedRows(stream.reshape(-1, row), mask.reshape(-1, row))
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedDomain:
+  """A domain ready for training: packed train and held-out rows plus its evaluation items."""
+  domain: Domain
+  train: PackedRows
+  heldout: PackedRows
+
+  @property
+  def name(self) -> str:
+    return self.domain.name
+
+
+def pack_domain(domain: Domain, seq_len: int, loss_on_prompt: bool = True) -> PackedDomain:
+  return PackedDomain(domain, pack(domain.train, seq_len, loss_on_prompt),
+                      pack(domain.heldout, seq_len, loss_on_prompt))

@@ -1,0 +1,249 @@
+"""Decoder-only Transformer LM in flax.nnx: RoPE, pre-RMSNorm, SwiGLU.
+
+Every parameter carries logical axis names ('vocab', 'embed', 'heads', 'kv',
+'mlp') in its `out_sharding` metadata; `models.sharding` maps them onto a
+device mesh. Parameters are created unsharded (`eager_sharding=False`): the
+placement is declared once, at `jax.jit`, by the training code.
+
+Embeddings are untied: the input table is (vocab, embed) and the output
+projection a separate (embed, vocab) kernel. Both are padded to
+`cfg.padded_vocab` rows/columns; the padding columns are sliced off before the
+logits are returned, so the model is a proper softmax over `cfg.vocab_size`.
+"""
+
+import dataclasses
+import math
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Hyper-parameters of `Transformer`."""
+
+  # Real vocabulary: 256 bytes + BOS/EOS/PAD (see mixing/data/tokenizer.py).
+  vocab_size: int = 259
+  # Width of the residual stream.
+  d_model: int = 512
+  # Number of Transformer blocks.
+  num_layers: int = 4
+  # Attention heads; head_dim = d_model // num_heads.
+  num_heads: int = 4
+  # Hidden width of the SwiGLU MLP (gate and up projections each).
+  d_ff: int = 1408
+  # Longest sequence the model is meant for (RoPE itself has no table).
+  max_len: int = 256
+  # RoPE base frequency.
+  rope_base: float = 10_000.0
+  # Embedding/unembedding rows are padded to a multiple of this (speed and
+  # shardability); padded logits are dropped, never part of the softmax.
+  vocab_multiple: int = 8
+  # Epsilon inside RMSNorm.
+  norm_eps: float = 1e-6
+  # Input embedding: 'take' (gather) or 'one_hot' (one-hot @ table matmul).
+  embed_lookup: str = 'take'
+  # Dtype of activations and matmuls; logits are always returned in float32.
+  dtype: jnp.dtype = jnp.float32
+  # Dtype the parameters are stored in.
+  param_dtype: jnp.dtype = jnp.float32
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+  @property
+  def padded_vocab(self) -> int:
+    m = self.vocab_multiple
+    return -(-self.vocab_size // m) * m
+
+
+def _param(rngs, init, shape, names, dtype):
+  """An nnx.Param with logical axis names, left unsharded until jit."""
+  init = nnx.with_partitioning(init, names, eager_sharding=False)
+  return nnx.Param(init(rngs.params(), shape, dtype))
+
+
+def _normal(stddev: float):
+  return jax.nn.initializers.normal(stddev)
+
+
+class RMSNorm(nnx.Module):
+  """Root-mean-square layer norm with a learned scale."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.eps = cfg.norm_eps
+    self.scale = _param(
+        rngs, jax.nn.initializers.ones, (cfg.d_model,), ('embed',),
+        cfg.param_dtype)
+
+  def __call__(self, x_BxLxD):
+    x32 = x_BxLxD.astype(jnp.float32)
+    rms = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (x32 * rms * self.scale[...]).astype(x_BxLxD.dtype)
+
+
+def rope(x_BxLxHxK, base: float, positions_L=None):
+  """Rotary position embedding (rotate-half form) at positions 0..L-1, or at `positions_L`."""
+  length, k = x_BxLxHxK.shape[1], x_BxLxHxK.shape[-1]
+  if positions_L is None:
+    positions_L = jnp.arange(length)
+  inv_freq_K2 = base ** (-jnp.arange(0, k, 2, dtype=jnp.float32) / k)
+  angle_LxK2 = positions_L.astype(jnp.float32)[:, None] * inv_freq_K2
+  sin_Lx1xK2 = jnp.sin(angle_LxK2)[:, None, :].astype(x_BxLxHxK.dtype)
+  cos_Lx1xK2 = jnp.cos(angle_LxK2)[:, None, :].astype(x_BxLxHxK.dtype)
+  x1, x2 = jnp.split(x_BxLxHxK, 2, axis=-1)
+  return jnp.concatenate(
+      [x1 * cos_Lx1xK2 - x2 * sin_Lx1xK2, x2 * cos_Lx1xK2 + x1 * sin_Lx1xK2],
+      axis=-1)
+
+
+class Attention(nnx.Module):
+  """Causal multi-head self-attention with a fused QKV projection."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    d, h, k = cfg.d_model, cfg.num_heads, cfg.head_dim
+    self.qkv_Dx3xHxK = _param(
+        rngs, _normal(d**-0.5), (d, 3, h, k), ('embed', None, 'heads', 'kv'),
+        cfg.param_dtype)
+    out_std = (h * k) ** -0.5 / math.sqrt(2 * cfg.num_layers)
+    self.out_HxKxD = _param(
+        rngs, _normal(out_std), (h, k, d), ('heads', 'kv', 'embed'),
+        cfg.param_dtype)
+
+  def __call__(self, x_BxLxD):
+    cfg = self.cfg
+    qkv_BxLx3xHxK = jnp.einsum(
+        'BLD,DTHK->BLTHK', x_BxLxD, self.qkv_Dx3xHxK[...].astype(cfg.dtype))
+    q_BxLxHxK = rope(qkv_BxLx3xHxK[:, :, 0], cfg.rope_base)
+    k_BxLxHxK = rope(qkv_BxLx3xHxK[:, :, 1], cfg.rope_base)
+    v_BxLxHxK = qkv_BxLx3xHxK[:, :, 2]
+    q_BxLxHxK *= cfg.head_dim**-0.5
+    scores_BxHxLxL = jnp.einsum('BLHK,BMHK->BHLM', q_BxLxHxK, k_BxLxHxK)
+    length = x_BxLxD.shape[1]
+    causal_LxL = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
+    scores_BxHxLxL = jnp.where(
+        causal_LxL, scores_BxHxLxL.astype(jnp.float32), -1e30)
+    probs_BxHxLxL = jax.nn.softmax(scores_BxHxLxL, axis=-1).astype(cfg.dtype)
+    out_BxLxHxK = jnp.einsum('BHLM,BMHK->BLHK', probs_BxHxLxL, v_BxLxHxK)
+    return jnp.einsum(
+        'BLHK,HKD->BLD', out_BxLxHxK, self.out_HxKxD[...].astype(cfg.dtype))
+
+
+class Mlp(nnx.Module):
+  """SwiGLU MLP: down(silu(x @ gate) * (x @ up)) with fused gate/up."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    d, f = cfg.d_model, cfg.d_ff
+    self.gate_up_Dx2xF = _param(
+        rngs, _normal(d**-0.5), (d, 2, f), ('embed', None, 'mlp'),
+        cfg.param_dtype)
+    self.down_FxD = _param(
+        rngs, _normal(f**-0.5 / math.sqrt(2 * cfg.num_layers)), (f, d),
+        ('mlp', 'embed'), cfg.param_dtype)
+
+  def __call__(self, x_BxLxD):
+    dtype = self.cfg.dtype
+    h_BxLx2xF = jnp.einsum(
+        'BLD,DTF->BLTF', x_BxLxD, self.gate_up_Dx2xF[...].astype(dtype))
+    h_BxLxF = jax.nn.silu(h_BxLx2xF[:, :, 0]) * h_BxLx2xF[:, :, 1]
+    return jnp.einsum('BLF,FD->BLD', h_BxLxF, self.down_FxD[...].astype(dtype))
+
+
+class Block(nnx.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.attn_norm = RMSNorm(cfg, rngs=rngs)
+    self.attn = Attention(cfg, rngs=rngs)
+    self.mlp_norm = RMSNorm(cfg, rngs=rngs)
+    self.mlp = Mlp(cfg, rngs=rngs)
+
+  def __call__(self, x_BxLxD):
+    x_BxLxD += self.attn(self.attn_norm(x_BxLxD))
+    return x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
+
+
+class Transformer(nnx.Module):
+  """Decoder-only LM: tokens_BxL int32 -> float32 logits_BxLxV."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    vp, d = cfg.padded_vocab, cfg.d_model
+    self.embed_VxD = _param(
+        rngs, _normal(1.0), (vp, d), ('vocab', 'embed'), cfg.param_dtype)
+    self.blocks = nnx.List([Block(cfg, rngs=rngs)
+                            for _ in range(cfg.num_layers)])
+    self.final_norm = RMSNorm(cfg, rngs=rngs)
+    self.unembed_DxV = _param(
+        rngs, _normal(d**-0.5), (d, vp), ('embed', 'vocab'), cfg.param_dtype)
+
+  def embed(self, tokens_BxL):
+    cfg = self.cfg
+    table_VxD = self.embed_VxD[...].astype(cfg.dtype)
+    if cfg.embed_lookup == 'one_hot':
+      one_hot_BxLxV = jax.nn.one_hot(tokens_BxL, cfg.padded_vocab,
+                                     dtype=cfg.dtype)
+      return jnp.einsum('BLV,VD->BLD', one_hot_BxLxV, table_VxD)
+    return jnp.take(table_VxD, tokens_BxL, axis=0)
+
+  def unembed(self, x_BxLxD):
+    """Final-normed activations -> float32 logits over the real vocabulary."""
+    logits_BxLxVp = jnp.einsum(
+        'BLD,DV->BLV', x_BxLxD, self.unembed_DxV[...].astype(self.cfg.dtype))
+    return logits_BxLxVp[..., :self.cfg.vocab_size].astype(jnp.float32)
+
+  def __call__(self, tokens_BxL):
+    x_BxLxD = self.embed(tokens_BxL)
+    for block in self.blocks:
+      x_BxLxD = block(x_BxLxD)
+    return self.unembed(self.final_norm(x_BxLxD))
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+  """Training FLOPs per token (forward + backward), PaLM appendix B style.
+
+  flops = 6 * N_matmul + 6 * d_model * vocab_size
+          + 12 * num_layers * d_model * seq_len
+
+  where N_matmul = num_layers * (4 * d_model**2 + 3 * d_model * d_ff) are the
+  non-embedding matmul weights (fused QKV 3*d^2, output d^2, SwiGLU gate, up
+  and down 3*d*d_ff), the second term is the output projection over the real
+  (unpadded) vocabulary, and the third is QK^T and AV counted over the full
+  (non-causal) L x L score matrix. The input-embedding lookup, norms, RoPE,
+  softmax and optimizer are not counted; nor are padded vocabulary columns.
+  """
+  d, f, n = cfg.d_model, cfg.d_ff, cfg.num_layers
+  matmul_params = n * (4 * d * d + 3 * d * f)
+  return float(6 * matmul_params + 6 * d * cfg.vocab_size
+               + 12 * n * d * seq_len)
+
+
+def param_count(model: nnx.Module) -> int:
+  """Total number of parameters (including padded embedding rows)."""
+  params = nnx.state(model, nnx.Param)
+  return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def tiny() -> ModelConfig:
+  """For unit tests: 2 layers, d_model 64."""
+  return ModelConfig(d_model=64, num_layers=2, num_heads=4, d_ff=128,
+                     max_len=64)
+
+
+def quickstart() -> ModelConfig:
+  """Trains in minutes on a laptop CPU: 2 layers, d_model 128 (~0.5M)."""
+  return ModelConfig(d_model=128, num_layers=2, num_heads=4, d_ff=384,
+                     max_len=256)
+
+
+def m13() -> ModelConfig:
+  """~13M parameters, shaped for matmul efficiency on CPU (see bench_model)."""
+  return ModelConfig(d_model=512, num_layers=4, num_heads=4, d_ff=1408,
+                     max_len=256)
+
+
+PRESETS = {'tiny': tiny, 'quickstart': quickstart, 'm13': m13}
