@@ -7,7 +7,7 @@ from configs import models
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.seed = 0  # seeds the model init and the data (sampler draws, generated domains, splits)
+  config.seed = 0  # seeds the model init and the sampler's draws
   config.steps = 300  # optimizer steps
   config.batch_size = 16  # global batch, in sequences; split over the mesh's data axis and processes
   config.seq_len = 128  # tokens per training sequence (documents are packed)
@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.domain_files = ml_collections.ConfigDict()
 
   config.data = ml_collections.ConfigDict()
+  config.data.seed = 0  # seeds the domains' contents: generated documents and held-out splits
   config.data.dir = '/tmp/mixlab_data'  # cache for file domains built through TFDS (array_record)
   config.data.num_train = 4000  # generated domains: training documents
   config.data.num_heldout = 200  # generated domains: held-out documents (eval items come from these)
@@ -43,8 +44,32 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.b2 = 0.95  # Adam beta2
 
   config.mixer = ml_collections.ConfigDict()
-  config.mixer.name = 'static'  # which Mixer re-weights the domains (static: the weights above)
-  config.mixer.update_every = 50  # steps between Mixer updates
+  # static (the weights in `domains`), uniform, proportional (to tokens), temperature, doremi, odm,
+  # regmix. Each method's own fields are in config.mixer.<name> below.
+  config.mixer.name = 'static'
+  config.mixer.update_every = 50  # steps between Mixer updates (online mixers re-weight here)
+
+  config.mixer.temperature = ml_collections.ConfigDict()
+  config.mixer.temperature.temperature = 2.0  # w_d ~ n_d^(1/T): 1 is proportional, large T uniform
+  config.mixer.temperature.cap = 0.0  # cap on n_d in tokens before the power, as T5 (0: no cap)
+
+  config.mixer.doremi = ml_collections.ConfigDict()
+  config.mixer.doremi.eta = 1.0  # step size of the exponentiated-gradient update of alpha
+  config.mixer.doremi.smoothing = 1e-3  # s: alpha <- (1 - s) alpha + s uniform
+  config.mixer.doremi.proxy_steps = 0  # steps of the reference and proxy runs (0: config.steps)
+  config.mixer.doremi.reference_weights = ''  # 'name:w,...' of the reference run ('': uniform)
+  config.mixer.doremi.model = ''  # model preset of reference and proxy ('': the main model)
+
+  config.mixer.odm = ml_collections.ConfigDict()
+  config.mixer.odm.smoothing = 0.9  # moving average of the importance-weighted rewards
+
+  config.mixer.regmix = ml_collections.ConfigDict()
+  config.mixer.regmix.num_proxies = 0  # N proxy runs (0: 4 x the number of domains)
+  config.mixer.regmix.proxy_steps = 0  # steps of each proxy (0: config.steps)
+  config.mixer.regmix.model = 'tiny'  # model preset of the proxies ('': the main model)
+  config.mixer.regmix.target = ''  # domains whose mean held-out loss is minimized ('': all)
+  config.mixer.regmix.samples = 100_000  # mixtures scored by the regressor in the search
+  config.mixer.regmix.top_k = 100  # best-scored mixtures averaged into the result
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # devices on the data axis (-1: all devices not used by `model`)

@@ -26,17 +26,21 @@ def read_jsonl(path: str) -> list[dict]:
 
 class MetricsWriter:
 
-  def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True):
+  def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True,
+               filename: str = 'metrics.jsonl', tensorboard: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = os.path.join(workdir, filename)
     self._tb = None
     if not enabled:
       return
+    os.makedirs(workdir, exist_ok=True)
     kept = [r for r in read_jsonl(self.path) if r['step'] <= resume_step]
     tmp = self.path + '.tmp'
     with open(tmp, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in kept)
     os.replace(tmp, self.path)
+    if not tensorboard:
+      return
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self._tb = SummaryWriter(os.path.join(workdir, 'tb'), purge_step=resume_step + 1,
                              flush_secs=10)
@@ -47,7 +51,7 @@ class MetricsWriter:
     record = {'step': int(step), **{k: _jsonable(v) for k, v in sorted(scalars.items())}}
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
-    for key, value in scalars.items():
+    for key, value in scalars.items() if self._tb else ():
       if math.isfinite(float(value)):
         self._tb.add_scalar(key, float(value), step)
 

@@ -22,11 +22,10 @@ from experiments import checkpoint as checkpoint_lib
 from experiments import evaluate as evaluate_lib
 from experiments import metrics as metrics_lib
 from experiments import step as step_lib
+from experiments import offline
+from experiments import runtime
 from experiments import validate
 from mixing import mixer as mixer_lib
-from mixing import registry
-from mixing.data import domains as domains_lib
-from mixing.data import load as load_lib
 from mixing.data import sampler as sampler_lib
 from models import sharding as sharding_lib
 from models import transformer
@@ -34,37 +33,6 @@ from models import transformer
 
 class NonFiniteLossError(RuntimeError):
   pass
-
-
-def make_mesh(config) -> jax.sharding.Mesh:
-  model = config.mesh.model
-  data = config.mesh.data if config.mesh.data > 0 else jax.device_count() // model
-  return sharding_lib.make_mesh(data, model)
-
-
-def load_run_domains(config):
-  names, weights = load_lib.parse_mixture(config.domains)
-  files = {name: load_lib.FileDomainSpec(**spec.to_dict())
-           for name, spec in config.domain_files.items()}
-  opts = domains_lib.BuiltinOptions(num_train=config.data.num_train,
-                                    num_heldout=config.data.num_heldout,
-                                    num_eval=max(config.eval_items, 1),
-                                    chunk_chars=config.data.chunk_chars)
-  packed = load_lib.load_domains(names, config.seq_len, config.seed, files, config.data.dir, opts,
-                                 config.data.loss_on_prompt)
-  return names, weights, packed
-
-
-def _to_global(mesh, batch):
-  """This process's rows -> global arrays sharded over the data axis."""
-  sharding = sharding_lib.batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-def _local_rows(batch):
-  n = len(batch['domain_B']) // jax.process_count()
-  lo = jax.process_index() * n
-  return {k: v[lo:lo + n] for k, v in batch.items()}
 
 
 @dataclasses.dataclass
@@ -93,9 +61,8 @@ class Trainer:
     validate.check_config(config)
     self.config, self.workdir = config, workdir
     self.quiet = quiet or jax.process_index() != 0
-    self.names, weights, self.domains = load_run_domains(config)
-    self.mixer = registry.make_mixer(config.mixer, weights)
-    self.mesh = make_mesh(config)
+    self.names, weights, self.domains = runtime.load_run_domains(config)
+    self.mesh = runtime.make_mesh(config)
     validate.check_batch(config, self.mesh.shape['data'])
     cfg = model_configs.model_config(config.model, config.seq_len)
     model = transformer.Transformer(cfg, rngs=nnx.Rngs(config.seed))
@@ -115,6 +82,7 @@ class Trainer:
     self.sampler = sampler_lib.MixtureSampler(
         [d.train for d in self.domains], self.names, weights, config.batch_size, config.seed,
         jax.process_index(), jax.process_count())
+    self.mixer = offline.build_mixer(config, workdir, self.names, weights, self.domains)
     infos = [mixer_lib.DomainInfo(d.name, d.train.num_tokens) for d in self.domains]
     self.mixer_state = self.mixer.init(infos)
     self.checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
@@ -159,14 +127,15 @@ class Trainer:
 
   def _update_mixer(self):
     self.mixer_state, weights = self.mixer.update(self.mixer_state, self.observation())
-    self.sampler.set_weights(weights)
+    weights = self.sampler.set_weights(weights)
+    self.mixer_log.write(self.step, {f'mixture/{n}': w for n, w in zip(self.names, weights)})
     self.since_update = _Sums.zeros(len(self.names))
 
   def evaluate(self) -> dict[str, float]:
     params = self.state.params
-    batches = [_local_rows(b) for b in self.eval_set]
+    batches = [runtime.local_rows(b) for b in self.eval_set]
     loss_D = evaluate_lib.heldout_loss(self.eval_fn, params, batches,
-                                       lambda b: _to_global(self.mesh, b))
+                                       lambda b: runtime.to_global(self.mesh, b))
     out = {f'eval/{name}/loss': float(v) for name, v in zip(self.names, loss_D)}
     for d in self.domains:
       if d.domain.items and self.config.eval_items > 0:
@@ -202,9 +171,13 @@ class Trainer:
     """Trains to config.steps (resuming if the workdir has a checkpoint); returns the last eval."""
     c = self.config
     resumed = self._restore()
+    first = jax.process_index() == 0
+    self.writer = metrics_lib.MetricsWriter(self.workdir, self.step, first)
+    # Every mixer update (its step, then the weights it chose) is a line of mixer.jsonl.
+    self.mixer_log = metrics_lib.MetricsWriter(self.workdir, self.step if resumed else -1, first,
+                                               'mixer.jsonl', tensorboard=False)
     if not resumed:
       self._update_mixer()  # every mixer chooses the first weights too
-    self.writer = metrics_lib.MetricsWriter(self.workdir, self.step, jax.process_index() == 0)
     progress = metrics_lib.Progress(c.steps, c.progress_seconds, not self.quiet)
     if resumed and not self.quiet:
       print(f'resumed from step {self.step}', flush=True)
@@ -212,7 +185,7 @@ class Trainer:
     tokens_per_sec, clock, clock_step = 0.0, time.time(), self.step
     try:
       while self.step < c.steps:
-        batch = _to_global(self.mesh, self.sampler.next_batch())
+        batch = runtime.to_global(self.mesh, self.sampler.next_batch())
         self.state, metrics = train_fn(self.state, batch, None)
         metrics = jax.device_get(metrics)
         self.step += 1
@@ -236,6 +209,7 @@ class Trainer:
     finally:
       self.checkpointer.close()
       self.writer.close()
+      self.mixer_log.close()
     self._write_summary()
     return self.last_eval
 

