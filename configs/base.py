@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3  # checkpoints kept; older ones are deleted
   config.log_every = 10  # steps between metrics lines (metrics.jsonl, TensorBoard)
   config.progress_seconds = 5.0  # seconds between progress lines on stdout
+  config.init_from = ''  # a run's workdir whose latest model initializes this one ('': random init)
 
   # The mixture: 'name[:weight],...'. Built-in names: see mixing/data/domains.py; a name listed in
   # `domain_files` is read from that file instead. The weights are the static mixer's.

@@ -39,8 +39,9 @@ def decode(tree):
 
 class Checkpointer:
 
-  def __init__(self, directory: str, keep: int):
+  def __init__(self, directory: str, keep: int, read_only: bool = False):
     self.directory = os.path.abspath(directory)
+    self.read_only = read_only
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
@@ -60,10 +61,11 @@ class Checkpointer:
         return step, restored['state'], decode(restored['meta'])
       except Exception as e:  # pylint: disable=broad-except  # orbax raises many kinds here
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        print(f'checkpoint at step {step} failed to restore ({reason}); '
-              'moving it aside and using the previous one', flush=True)
+        print(f'checkpoint at step {step} of {self.directory} failed to restore ({reason}); '
+              'using the previous one', flush=True)
         logging.warning('checkpoint %d failed to restore: %s', step, e)
-        self._set_aside(step)
+        if not self.read_only:
+          self._set_aside(step)
     return None
 
   def _set_aside(self, step: int):
@@ -76,3 +78,19 @@ class Checkpointer:
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def abstract_of(tree):
+  """Shapes, dtypes and shardings of `tree`: what orbax needs to restore into the same layout."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def load_run_state(run_dir: str, like):
+  """The train state of another run's newest checkpoint (e.g. a base model to continue from)."""
+  folder = os.path.join(run_dir, 'checkpoints')
+  if not os.path.isdir(folder):
+    raise ValueError(f'init_from: no checkpoints in {run_dir!r}')
+  restored = Checkpointer(folder, keep=1000, read_only=True).restore_latest(abstract_of(like))
+  if restored is None:
+    raise ValueError(f'init_from: no checkpoint restores from {run_dir!r}')
+  return restored[1]

@@ -119,9 +119,7 @@ class Population:
     return {'step': self.step, 'samplers': [s.state() for s in self.samplers]}
 
   def _restore(self) -> bool:
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                            self.state)
-    restored = self.checkpointer.restore_latest(abstract)
+    restored = self.checkpointer.restore_latest(checkpoint_lib.abstract_of(self.state))
     if restored is None:
       return False
     self.step, self.state, meta = restored

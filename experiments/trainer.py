@@ -103,9 +103,7 @@ class Trainer:
             'since_log': dataclasses.asdict(self.since_log)}
 
   def _restore(self) -> bool:
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                            self.state)
-    restored = self.checkpointer.restore_latest(abstract)
+    restored = self.checkpointer.restore_latest(checkpoint_lib.abstract_of(self.state))
     if restored is None:
       return False
     self.step, self.state, meta = restored
@@ -176,6 +174,9 @@ class Trainer:
     # Every mixer update (its step, then the weights it chose) is a line of mixer.jsonl.
     self.mixer_log = metrics_lib.MetricsWriter(self.workdir, self.step if resumed else -1, first,
                                                'mixer.jsonl', tensorboard=False)
+    if not resumed and c.init_from:  # continue from another run's model, with a fresh optimizer
+      params = checkpoint_lib.load_run_state(c.init_from, self.state).params
+      self.state = self.state._replace(params=params)
     if not resumed:
       self._update_mixer()  # every mixer chooses the first weights too
     progress = metrics_lib.Progress(c.steps, c.progress_seconds, not self.quiet)

