@@ -46,9 +46,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.mixer = ml_collections.ConfigDict()
   # static (the weights in `domains`), uniform, proportional (to tokens), temperature, doremi, odm,
-  # regmix. Each method's own fields are in config.mixer.<name> below.
+  # regmix, agent. Each method's own fields are in config.mixer.<name> below.
   config.mixer.name = 'static'
   config.mixer.update_every = 50  # steps between Mixer updates (online mixers re-weight here)
+  config.mixer.agent_dir = ''  # agent: a trained agent's directory (experiments.train_agent)
 
   config.mixer.temperature = ml_collections.ConfigDict()
   config.mixer.temperature.temperature = 2.0  # w_d ~ n_d^(1/T): 1 is proportional, large T uniform

@@ -4,6 +4,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 
 def _parse_flags(argv):
@@ -11,6 +12,8 @@ def _parse_flags(argv):
     rest = flags.FLAGS(argv)
     for name in flags.FLAGS:  # a config file that failed to load raises when first read: read it here
       getattr(flags.FLAGS[name].value, 'keys', None)
+    if not flags.FLAGS['verbosity'].present:  # orbax and TFDS log every step at INFO
+      logging.set_verbosity(logging.WARNING)
     return rest
   except flags.Error as e:
     fail(e)

@@ -10,11 +10,15 @@ import hashlib
 import json
 import os
 
+from flax import nnx
 import ml_collections
 
+from configs import models as model_configs
 from experiments import checkpoint as checkpoint_lib
+from experiments import step as step_lib
 from experiments import trainer as trainer_lib
 from mixing.data import load as load_lib
+from models import transformer
 
 
 def roles(config) -> dict[str, str]:
@@ -93,3 +97,13 @@ def base_metrics(config) -> dict[str, float]:
     json.dump(metrics, f, indent=1)
   os.replace(path + '.tmp', path)
   return metrics
+
+
+def base_params(config):
+  """The base model's parameters (an nnx State), e.g. to start proxies from."""
+  o = config.optimizer
+  tx = step_lib.make_optimizer(o.learning_rate, o.warmup_steps, config.steps)
+  model = transformer.Transformer(model_configs.model_config(config.model, config.seq_len),
+                                  rngs=nnx.Rngs(0))
+  _, like = step_lib.init_train_state(model, tx)
+  return checkpoint_lib.load_run_state(ensure_base(config, quiet=True), like).params

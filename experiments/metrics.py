@@ -80,8 +80,12 @@ class Progress:
     self._last = now
     done = max(step - self._start_step, 1)
     eta = (now - self._start) / done * (self.total_steps - step)
-    print(f'{self.prefix}step {step}/{self.total_steps}  loss {loss:.4f}  '
-          f'{tokens_per_sec:,.0f} tokens/s  ETA {eta:.0f}s', flush=True)
+    shown = [f'step {step}/{self.total_steps}']
+    if math.isfinite(loss):
+      shown.append(f'loss {loss:.4f}')
+    if tokens_per_sec > 0:
+      shown.append(f'{tokens_per_sec:,.0f} tokens/s')
+    print(f'{self.prefix}{"  ".join(shown)}  ETA {eta:.0f}s', flush=True)
 
 
 def domain_table(names, columns: dict[str, np.ndarray]) -> str:

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from configs import models as model_configs
+from experiments import metrics as metrics_lib
 from experiments import population as population_lib
 from experiments import step as step_lib
 from mixing import doremi
@@ -53,7 +54,7 @@ def _cached_mixture(path: str, names, compute):
   return weights
 
 
-def doremi_mixture(config, workdir: str, names, domains) -> np.ndarray:
+def doremi_mixture(config, workdir: str, names, domains, quiet: bool = True) -> np.ndarray:
   """Reference run, then the Group-DRO proxy run; returns alpha averaged over the proxy's steps."""
   c = config.mixer.doremi
   base = proxy_config(config, c, c.proxy_steps)
@@ -61,7 +62,8 @@ def doremi_mixture(config, workdir: str, names, domains) -> np.ndarray:
                  if c.reference_weights else np.ones(len(names)))
   ref_weights = sampler_lib.validate_weights(ref_weights, names, 'mixer.doremi.reference_weights')
   reference = population_lib.Population(base, os.path.join(workdir, 'reference'), ref_weights[None],
-                                        [config.seed], domains=domains, quiet=True)
+                                        [config.seed], domains=domains, quiet=quiet,
+                                        label='doremi reference')
   reference.run()
   # The proxy: same init and data stream as the reference would have, descending the DRO objective.
   proxy = population_lib.Population(base, os.path.join(workdir, 'proxy'), ref_weights[None],
@@ -75,14 +77,17 @@ def doremi_mixture(config, workdir: str, names, domains) -> np.ndarray:
   ref_params = reference.params(0)
   alpha_D = np.full(len(names), 1.0 / len(names))
   alpha_sum_D = np.zeros(len(names))
-  for _ in range(base.steps):
+  progress = metrics_lib.Progress(base.steps, config.progress_seconds, not quiet,
+                                  prefix='[doremi proxy] ')
+  for i in range(base.steps):
     batch = proxy.samplers[0].next_batch()
+    progress.update(i + 1, float('nan'), 0.0)
     state, alpha_D, _ = step(state, ref_params, alpha_D, batch)
     alpha_sum_D += np.asarray(alpha_D)
   return alpha_sum_D / alpha_sum_D.sum()  # the mean alpha over the proxy run (renormalized in f64)
 
 
-def regmix_mixture(config, workdir: str, names, domains) -> np.ndarray:
+def regmix_mixture(config, workdir: str, names, domains, quiet: bool = True) -> np.ndarray:
   """N proxies on Dirichlet mixtures as one population, a LightGBM fit, then the simplex search."""
   c = config.mixer.regmix
   n = c.num_proxies or 4 * len(names)
@@ -90,7 +95,8 @@ def regmix_mixture(config, workdir: str, names, domains) -> np.ndarray:
   prior_D = np.array([d.train.num_tokens for d in domains], np.float64)
   mixtures_NxD = regmix.sample_mixtures(prior_D, n, config.seed)
   pop = population_lib.Population(base, os.path.join(workdir, 'proxies'), mixtures_NxD,
-                                  [config.seed] * n, domains=domains, quiet=True)
+                                  [config.seed] * n, domains=domains, quiet=quiet,
+                                  label=f'regmix: {n} proxies')
   loss_NxD = pop.run()
   targets = [t for t in c.target.split(',') if t] or names
   unknown = [t for t in targets if t not in names]
@@ -113,14 +119,29 @@ def _write_regmix_csvs(workdir, names, mixtures_NxD, loss_NxD):
   write(os.path.join(workdir, 'losses.csv'), [f'eval/{n}/loss' for n in names], loss_NxD)
 
 
-def build_mixer(config, workdir: str, names, weights, domains) -> mixer_lib.Mixer:
+def agent_mixer(config) -> mixer_lib.Mixer:
+  """A trained Data Mixing Agent re-weighting this continual run (its roles and base model)."""
+  from experiments import continual  # pylint: disable=g-import-not-at-top  # (imports the trainer)
+  from mixing.agent import deploy  # pylint: disable=g-import-not-at-top
+  if 'continual' not in config:
+    raise ValueError('mixer.name: agent needs a config with a `continual` section '
+                     '(configs/continual_math.py): the domain roles and the base model')
+  policy_metrics = {k: v for k, v in continual.base_metrics(config).items() if k.endswith('/loss')}
+  return deploy.load_mixer(config.mixer.agent_dir, continual.roles(config), policy_metrics,
+                           config.continual.reweights)
+
+
+def build_mixer(config, workdir: str, names, weights, domains, quiet: bool = True
+                ) -> mixer_lib.Mixer:
   """The run's Mixer; offline methods compute (or reload) their mixture first."""
   name = config.mixer.name
+  if name == 'agent':
+    return agent_mixer(config)
   if name not in OFFLINE:
     return registry.make_mixer(config.mixer, weights)
   folder = os.path.join(workdir, name)
   os.makedirs(folder, exist_ok=True)
   compute = {'doremi': doremi_mixture, 'regmix': regmix_mixture}[name]
   mixture = _cached_mixture(os.path.join(folder, 'mixture.json'), names,
-                            lambda: compute(config, folder, names, domains))
+                            lambda: compute(config, folder, names, domains, quiet))
   return mixer_lib.Static(mixture)

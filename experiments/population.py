@@ -39,8 +39,9 @@ class Population:
   """Trains K members for config.steps; `weights_KxD[k]` and `seeds_K[k]` define member k."""
 
   def __init__(self, config, workdir: str, weights_KxD, seeds_K=None, domains=None,
-               init_params=None, quiet: bool = False):
+               init_params=None, quiet: bool = False, label: str = ''):
     self.config, self.workdir, self.quiet = config, workdir, quiet
+    self.label = label
     if domains is None:
       self.names, _, self.domains = runtime.load_run_domains(config)
     else:
@@ -134,13 +135,13 @@ class Population:
     writers = [metrics_lib.MetricsWriter(os.path.join(self.workdir, f'member_{k:03d}'), self.step,
                                          jax.process_index() == 0) for k in range(self.k)]
     progress = metrics_lib.Progress(c.steps, c.progress_seconds, not self.quiet,
-                                    prefix=f'[population of {self.k}] ')
+                                    prefix=f'[{self.label or f"population of {self.k}"}] ')
     try:
       while self.step < c.steps:
-        chunk = min(c.checkpoint_every - self.step % c.checkpoint_every, c.steps - self.step)
-        history = self.train_steps(chunk, writers)
+        history = self.train_steps(1, writers)
         progress.update(self.step, float(np.mean(history[-1]['token_loss'])), 0.0)
-        self.checkpointer.save(self.step, self.state, self._meta())
+        if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+          self.checkpointer.save(self.step, self.state, self._meta())
     finally:
       self.checkpointer.close()
       for w in writers:

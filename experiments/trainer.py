@@ -82,7 +82,8 @@ class Trainer:
     self.sampler = sampler_lib.MixtureSampler(
         [d.train for d in self.domains], self.names, weights, config.batch_size, config.seed,
         jax.process_index(), jax.process_count())
-    self.mixer = offline.build_mixer(config, workdir, self.names, weights, self.domains)
+    self.mixer = offline.build_mixer(config, workdir, self.names, weights, self.domains,
+                                     self.quiet)
     infos = [mixer_lib.DomainInfo(d.name, d.train.num_tokens) for d in self.domains]
     self.mixer_state = self.mixer.init(infos)
     self.checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),

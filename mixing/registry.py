@@ -1,7 +1,8 @@
 """Mixers by name: `--config.mixer.name=NAME` picks one; its own fields live in `config.mixer.NAME`.
 
 Online and static mixers are built here. DoReMi and RegMix are offline: experiments/offline.py trains
-their proxies, then runs the main model with the resulting static mixture.
+their proxies, then runs the main model with the resulting static mixture. The agent (a trained Data
+Mixing Agent, mixing/agent/) is built by experiments/offline.py too, which knows the base model.
 """
 
 import ml_collections
@@ -10,7 +11,7 @@ from mixing import mixer as mixer_lib
 from mixing import odm
 from mixing import static
 
-NAMES = ('static', 'uniform', 'proportional', 'temperature', 'doremi', 'odm', 'regmix')
+NAMES = ('static', 'uniform', 'proportional', 'temperature', 'doremi', 'odm', 'regmix', 'agent')
 
 
 def check(config: ml_collections.ConfigDict, num_domains: int):
@@ -28,6 +29,8 @@ def check(config: ml_collections.ConfigDict, num_domains: int):
       raise ValueError(f'mixer.doremi.smoothing: must be in [0, 1), got {config.doremi.smoothing}')
   if name == 'odm' and not 0 <= config.odm.smoothing < 1:
     raise ValueError(f'mixer.odm.smoothing: must be in [0, 1), got {config.odm.smoothing}')
+  if name == 'agent' and not config.agent_dir:
+    raise ValueError('mixer.agent_dir: give the trained agent\'s directory (experiments.train_agent)')
   if name == 'regmix':
     n = config.regmix.num_proxies
     if n and n < num_domains:

@@ -1,0 +1,202 @@
+r"""Continual pre-training on the same budget: every baseline and the Data Mixing Agent, scored.
+
+  python -m experiments.continual_compare --config=configs/continual_math.py --agent_dir=A --workdir=W
+
+Runs (each a continual run from the cached base model, in W/<row>/; finished runs are reused):
+source-only, target-only, uniform, the best static two-group ratio of a grid over the target share (an
+oracle for static mixing), DoReMi, ODM, RegMix and the agent; then, without retraining the agent, three
+generalization settings, each with uniform beside the agent: an unseen source field (a base model
+pre-trained on `--unseen_sources`), an unseen target model (wider and deeper than the proxies), and an
+unseen domain space (`--unseen_space_sources` + `--unseen_space_targets`). Writes W/scores.json,
+W/report.md (source, target and balanced scores) and plots: the weights the agent chose over its run
+(stacked) and, from the trajectories, the mean weights of the steps that raised each score against
+those that lowered it.
+"""
+
+import json
+import os
+
+from absl import flags
+import ml_collections
+import numpy as np
+from ml_collections import config_flags
+
+from experiments import cli
+from experiments import continual
+from experiments import metrics as metrics_lib
+from experiments import trainer as trainer_lib
+from mixing.agent import dataset as dataset_lib
+from mixing.agent import features
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Continual config.')
+_AGENT_DIR = flags.DEFINE_string('agent_dir', None, 'A trained agent (experiments.train_agent).',
+                                 required=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs and the report go.', required=True)
+_TRAJECTORIES = flags.DEFINE_string('trajectories', None, 'Trajectories for the analysis plot.')
+_GRID = flags.DEFINE_list('grid', ['0.1', '0.3', '0.5', '0.7', '0.9'], 'Target shares of the oracle.')
+_UNSEEN_SOURCES = flags.DEFINE_string('unseen_sources', 'prose/poems,bbh/word_sorting',
+                                      'Source field of the unseen-source setting.')
+_UNSEEN_MODEL = flags.DEFINE_string('unseen_model', 'd_model=192,num_layers=3,num_heads=6,d_ff=512',
+                                    'The unseen target model (wider and deeper than the proxies).')
+_UNSEEN_SPACE_SOURCES = flags.DEFINE_string('unseen_space_sources', 'code/python,prose/plays,'
+                                            'prose/poems', 'Sources of the unseen domain space.')
+_UNSEEN_SPACE_TARGETS = flags.DEFINE_string('unseen_space_targets', 'math/easy,math/medium,math/hard',
+                                            'Targets of the unseen domain space.')
+_METHODS = flags.DEFINE_list('methods', ['source-only', 'target-only', 'uniform', 'oracle', 'doremi',
+                                         'odm', 'regmix', 'agent', 'generalization'],
+                             'Rows to run.')
+
+
+def _group_weights(config, target_share: float) -> str:
+  roles = continual.roles(config)
+  sources = [n for n, r in roles.items() if r == 'source']
+  targets = [n for n, r in roles.items() if r == 'target']
+  parts = [f'{n}:{(1 - target_share) / len(sources)}' for n in sources]
+  parts += [f'{n}:{target_share / len(targets)}' for n in targets]
+  return ','.join(parts)
+
+
+def run_and_score(config, workdir: str, log=print, **overrides) -> dict:
+  """One continual run (reused if finished) and its source, target and balanced scores."""
+  cfg = continual.continual_config(config, **overrides)
+  if not os.path.exists(os.path.join(workdir, 'summary.json')):
+    log(f'running {os.path.basename(workdir)}')
+    trainer_lib.Trainer(cfg, workdir, quiet=True).run()
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  return features.scores(summary['eval'], continual.base_metrics(cfg), continual.roles(cfg),
+                         cfg.continual.balance)
+
+
+def _variant(config, **changes) -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  for dotted, value in changes.items():
+    node = cfg
+    *path, last = dotted.split('.')
+    for part in path:
+      node = node[part]
+    node[last] = value
+  cfg.domains = cfg.continual.sources + ',' + cfg.continual.targets
+  return cfg
+
+
+def compare(config, agent_dir: str, workdir: str, methods, log=print) -> dict:
+  rows = {}
+  run = lambda name, cfg=config, **o: run_and_score(cfg, os.path.join(workdir, name), log, **o)
+  if 'source-only' in methods:
+    rows['source-only'] = run('source-only', **{'mixer.name': 'static',
+                                                'domains': _group_weights(config, 0.0)})
+  if 'target-only' in methods:
+    rows['target-only'] = run('target-only', **{'mixer.name': 'static',
+                                                'domains': _group_weights(config, 1.0)})
+  for name in ('uniform', 'doremi', 'odm', 'regmix'):
+    if name in methods:
+      rows[name] = run(name, **{'mixer.name': name})
+  if 'oracle' in methods:
+    grid = {s: run(f'oracle/share_{s}', **{'mixer.name': 'static',
+                                            'domains': _group_weights(config, float(s))})
+            for s in _GRID.value}
+    best = max(grid, key=lambda s: grid[s]['balanced'])
+    rows[f'best static ratio (target share {best})'] = grid[best]
+  agent = {'mixer.name': 'agent', 'mixer.agent_dir': agent_dir}
+  if 'agent' in methods:
+    rows['agent'] = run('agent', **agent)
+  if 'generalization' in methods:
+    model = dict(kv.split('=') for kv in _UNSEEN_MODEL.value.split(','))
+    settings = {
+        'unseen source field': _variant(config, **{'continual.sources': _UNSEEN_SOURCES.value}),
+        'unseen target model': _variant(config, **{f'model.{k}': int(v) for k, v in model.items()}),
+        'unseen domain space': _variant(
+            config, **{'continual.sources': _UNSEEN_SPACE_SOURCES.value,
+                       'continual.targets': _UNSEEN_SPACE_TARGETS.value}),
+    }
+    for label, cfg in settings.items():
+      slug = label.replace(' ', '_')
+      rows[f'{label}: uniform'] = run(f'{slug}/uniform', cfg, **{'mixer.name': 'uniform'})
+      rows[f'{label}: agent'] = run(f'{slug}/agent', cfg, **agent)
+  return rows
+
+
+def table(rows: dict) -> str:
+  lines = ['| run | source score | target score | balanced score |', '|---|---:|---:|---:|']
+  main = {k: v for k, v in rows.items() if ':' not in k}
+  best = max(main.values(), key=lambda s: s['balanced'])['balanced'] if main else None
+  for name, s in rows.items():
+    mark = '**' if s['balanced'] == best and name in main else ''
+    lines.append(f'| {name} | {s["source"]:+.4f} | {s["target"]:+.4f} | '
+                 f'{mark}{s["balanced"]:+.4f}{mark} |')
+  return '\n'.join(lines)
+
+
+def plot_agent_weights(run_dir: str, out: str):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  updates = metrics_lib.read_jsonl(os.path.join(run_dir, 'mixer.jsonl'))
+  names = [k[len('mixture/'):] for k in updates[0] if k.startswith('mixture/')]
+  steps = [u['step'] for u in updates]
+  weights = np.array([[u[f'mixture/{n}'] for n in names] for u in updates]).T
+  fig, ax = plt.subplots(figsize=(7, 4))
+  ax.stackplot(steps, weights, labels=names, step='post')
+  ax.set_xlabel('step')
+  ax.set_ylabel('weight')
+  ax.set_title('Weights the agent chose over its run')
+  ax.legend(loc='upper left', bbox_to_anchor=(1, 1), fontsize=8)
+  fig.tight_layout()
+  for ext in ('png', 'svg'):
+    fig.savefig(f'{out}.{ext}')
+  plt.close(fig)
+
+
+def plot_raise_vs_lower(trajectories: str, out: str):
+  """For each score, the mean action of the steps that raised it vs those that lowered it."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  data = dataset_lib.load(os.path.join(trajectories, 'dataset'))
+  names = [n for n in data.domain_names(0)]
+  mask = data.mask_NxD.sum(1) == len(names)
+  action = data.action_NxD[mask][:, :len(names)]
+  changes = {'source': data.next_global_NxG[mask, 3], 'target': data.next_global_NxG[mask, 4],
+             'balanced': data.reward_N[mask]}
+  fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
+  x = np.arange(len(names))
+  for ax, (score, change) in zip(axes, changes.items()):
+    up, down = action[change > 0], action[change < 0]
+    if len(up):
+      ax.bar(x - 0.2, up.mean(0), 0.4, label=f'raised ({len(up)})')
+    if len(down):
+      ax.bar(x + 0.2, down.mean(0), 0.4, label=f'lowered ({len(down)})')
+    ax.set_xticks(x, names, rotation=30, ha='right', fontsize=8)
+    ax.set_title(f'{score} score')
+    ax.legend(fontsize=8)
+  axes[0].set_ylabel('mean weight')
+  fig.tight_layout()
+  for ext in ('png', 'svg'):
+    fig.savefig(f'{out}.{ext}')
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is None or 'continual' not in _CONFIG.value:
+    cli.fail('config: give --config=FILE with a `continual` section (configs/continual_math.py)')
+  try:
+    rows = compare(_CONFIG.value, _AGENT_DIR.value, _WORKDIR.value, _METHODS.value)
+  except ValueError as e:
+    cli.fail(e)
+  text = '# Continual pre-training: scores on the same budget\n\n' + table(rows) + '\n'
+  with open(os.path.join(_WORKDIR.value, 'scores.json'), 'w') as f:
+    json.dump(rows, f, indent=1)
+  with open(os.path.join(_WORKDIR.value, 'report.md'), 'w') as f:
+    f.write(text)
+  if os.path.exists(os.path.join(_WORKDIR.value, 'agent', 'mixer.jsonl')):
+    plot_agent_weights(os.path.join(_WORKDIR.value, 'agent'),
+                       os.path.join(_WORKDIR.value, 'agent_weights'))
+  if _TRAJECTORIES.value:
+    plot_raise_vs_lower(_TRAJECTORIES.value, os.path.join(_WORKDIR.value, 'raise_vs_lower'))
+  print(text)
+
+
+if __name__ == '__main__':
+  cli.run(main)
