@@ -34,35 +34,43 @@ def _fingerprint(parts) -> str:
   return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def base_config(config) -> ml_collections.ConfigDict:
-  """The base model's pre-training run: sources only, uniform, `base_steps` steps."""
+def base_config(config, spec=None) -> ml_collections.ConfigDict:
+  """The base model's pre-training run: sources only, uniform, `base_steps` steps.
+
+  `spec` holds sources, base_steps, base_learning_rate and base_root: config.continual by default
+  (TaskPGM passes config.taskpgm, which has the same fields).
+  """
+  spec = spec or config.continual
   cfg = ml_collections.ConfigDict(config.to_dict())
-  cfg.domains = config.continual.sources
-  cfg.steps = config.continual.base_steps
+  cfg.domains = spec.sources
+  cfg.steps = spec.base_steps
   cfg.eval_every = cfg.checkpoint_every = cfg.steps
   cfg.eval_items = 0
   cfg.mixer.name = 'static'
   cfg.init_from = ''
-  cfg.optimizer.learning_rate = config.continual.base_learning_rate
+  cfg.optimizer.learning_rate = spec.base_learning_rate
+  cfg.data.loss_on_prompt = True
   cfg.optimizer.warmup_steps = 20
   return cfg
 
 
-def base_dir(config) -> str:
-  cfg = base_config(config)
+def base_dir(config, spec=None) -> str:
+  spec = spec or config.continual
+  cfg = base_config(config, spec)
   key = [cfg.domains, cfg.steps, cfg.seed, cfg.seq_len, cfg.batch_size, cfg.model.to_dict(),
          cfg.data.to_dict(), cfg.optimizer.to_dict(), cfg.domain_files.to_dict()]
   name = cfg.domains.replace('/', '_').replace(',', '+')[:60]
-  return os.path.join(config.continual.base_root, f'{name}-{_fingerprint(key)}')
+  return os.path.join(spec.base_root, f'{name}-{_fingerprint(key)}')
 
 
-def ensure_base(config, quiet: bool = False) -> str:
+def ensure_base(config, quiet: bool = False, spec=None) -> str:
   """Trains (or resumes, or reuses) the base model; returns its run directory."""
-  folder = base_dir(config)
+  spec = spec or config.continual
+  folder = base_dir(config, spec)
   if not os.path.exists(os.path.join(folder, 'summary.json')):
     if not quiet:
-      print(f'pre-training the base model on {config.continual.sources} in {folder}', flush=True)
-    trainer_lib.Trainer(base_config(config), folder, quiet=quiet).run()
+      print(f'pre-training the base model on {spec.sources} in {folder}', flush=True)
+    trainer_lib.Trainer(base_config(config, spec), folder, quiet=quiet).run()
   return folder
 
 
@@ -99,11 +107,11 @@ def base_metrics(config) -> dict[str, float]:
   return metrics
 
 
-def base_params(config):
+def base_params(config, spec=None):
   """The base model's parameters (an nnx State), e.g. to start proxies from."""
   o = config.optimizer
   tx = step_lib.make_optimizer(o.learning_rate, o.warmup_steps, config.steps)
   model = transformer.Transformer(model_configs.model_config(config.model, config.seq_len),
                                   rngs=nnx.Rngs(0))
   _, like = step_lib.init_train_state(model, tx)
-  return checkpoint_lib.load_run_state(ensure_base(config, quiet=True), like).params
+  return checkpoint_lib.load_run_state(ensure_base(config, True, spec), like).params

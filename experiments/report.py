@@ -75,11 +75,12 @@ def report(runs: list[str]) -> str:
   accuracy = comparison_table(runs, 'accuracy')
   if accuracy:
     parts += ['## Exact-match accuracy (higher is better)', accuracy]
-  parts.append('## Final mixture weights')
+  bullets = []
   for run in runs:
     s = load_summary(run)
     weights = ', '.join(f'{d} {w:.3f}' for d, w in zip(s['domains'], s['weights']))
-    parts.append(f'- {os.path.basename(os.path.normpath(run))}: {weights}')
+    bullets.append(f'- {os.path.basename(os.path.normpath(run))}: {weights}')
+  parts += ['## Final mixture weights', '\n'.join(bullets)]
   return '\n\n'.join(parts) + '\n'
 
 

@@ -1,11 +1,10 @@
-"""The Data Mixing Agent's core: features, networks, trajectory data, BC + CQL, saving and deploying."""
+"""The Data Mixing Agent's core: features, networks, trajectory data, BC + CQL, save and deploy."""
 
 import json
 import os
 
 from flax import nnx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -30,6 +29,16 @@ def _random_policy(config=policy_lib.PolicyConfig(), seed=0):
   kernel = policy.head.kernel
   kernel[...] = jax.random.normal(jax.random.key(seed + 7), kernel.shape)  # not uniform
   return policy
+
+
+@nnx.jit
+def _weights(policy, feats, glob, mask=None):
+  return policy(feats, glob, mask)
+
+
+@nnx.jit
+def _q(q, feats, glob, action, mask=None):
+  return q(feats, glob, action, mask)
 
 
 def _state(d, seed):
@@ -76,11 +85,11 @@ def test_policy_is_permutation_equivariant_for_any_domain_count(d):
   config = policy_lib.PolicyConfig(floor_frac=0.2)
   policy = _random_policy(config)
   feats, glob = _state(d, d)
-  w = np.asarray(policy(feats, glob))
+  w = np.asarray(_weights(policy, feats, glob))
   assert w.shape == (d,) and w.sum() == pytest.approx(1.0, abs=1e-5)
   assert w.min() >= 0.2 / d - 1e-7 and w.max() - w.min() > 1e-3
   perm = np.random.default_rng(d).permutation(d)
-  np.testing.assert_allclose(np.asarray(policy(feats[perm], glob)), w[perm], atol=1e-6)
+  np.testing.assert_allclose(_weights(policy, feats[perm], glob), w[perm], atol=1e-6)
 
 
 def test_padded_batch_gives_the_unpadded_weights():
@@ -93,12 +102,12 @@ def test_padded_batch_gives_the_unpadded_weights():
     feats[i, :len(f)], mask[i, :len(f)] = f, 1.0
     feats[i, len(f):] = 123.0  # garbage on padding must not matter
   glob = np.stack([g for _, g in states])
-  w = np.asarray(policy(feats, glob, mask))
-  q_B = np.asarray(q(feats, glob, w, mask))
+  w = np.asarray(_weights(policy, feats, glob, mask))
+  q_B = np.asarray(_q(q, feats, glob, w, mask))
   for i, (f, g) in enumerate(states):
-    np.testing.assert_allclose(w[i, :len(f)], policy(f, g), atol=1e-6)
+    np.testing.assert_allclose(w[i, :len(f)], _weights(policy, f, g), atol=1e-6)
     assert np.all(w[i, len(f):] == 0)
-    np.testing.assert_allclose(q_B[i], q(f, g, w[i, :len(f)]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(q_B[i], _q(q, f, g, w[i, :len(f)]), rtol=1e-5, atol=1e-5)
 
 
 def test_q_network_is_permutation_invariant():
@@ -106,8 +115,8 @@ def test_q_network_is_permutation_invariant():
   feats, glob = _state(6, 0)
   action = np.random.default_rng(1).dirichlet(np.ones(6)).astype(np.float32)
   perm = np.array([3, 0, 5, 1, 4, 2])
-  assert float(q(feats[perm], glob, action[perm])) == pytest.approx(float(q(feats, glob, action)),
-                                                                    abs=1e-5)
+  assert float(_q(q, feats[perm], glob, action[perm])) == pytest.approx(
+      float(_q(q, feats, glob, action)), abs=1e-5)
 
 
 def _bandit(n=128, d=3, seed=0):
@@ -134,12 +143,12 @@ def test_cql_prefers_the_rewarded_action_and_is_conservative_out_of_distribution
     config = cql.CQLConfig(alpha_cql=alpha, lr=1e-3, batch_size=32, log_every=25)
     policy, q, history = cql.train(data, steps=100, bc_steps=0, seed=0, config=config,
                                    policy_config=SMALL)
-    q_N = np.asarray(q(np.repeat(feats[None], n, 0), np.repeat(glob[None], n, 0),
-                       probes.astype(np.float32)))
+    q_N = np.asarray(_q(q, np.repeat(feats[None], n, 0), np.repeat(glob[None], n, 0),
+                        probes.astype(np.float32)))
     gaps[alpha] = q_N[2:66].mean() - q_N[66:].mean()  # data actions minus OOD actions
     if alpha:
       assert q_N[0] > q_N[1] + 0.5  # Q(s, a_good) > Q(s, a_bad)
-      w = np.asarray(policy(feats, glob))
+      w = np.asarray(_weights(policy, feats, glob))
       assert w.argmax() == 0 and w[0] > 0.5
       assert {'q_loss', 'cql_penalty', 'policy_loss', 'mean_q'} <= set(history[-1])
       assert gaps[alpha] > 0.5  # OOD actions are valued below the data's
@@ -168,6 +177,8 @@ def test_bc_reproduces_the_data_action_and_resumes_from_a_checkpoint(tmp_path):
     feats, glob = _state(3, i)
     np.testing.assert_allclose(policy(feats, glob), actions[i], atol=0.03)
   assert history[-1]['bc_loss'] < 0.01
+  with pytest.raises(ValueError, match=f"checkpoint_dir: '{ckpt}' holds checkpoints of the"):
+    cql.train(data, steps=0, bc_steps=300, seed=0, config=config, checkpoint_dir=ckpt)
 
 
 def _observation(step, seed):
@@ -187,8 +198,17 @@ def _run(mixer, steps=3):
   return state, np.stack(out)
 
 
+def _training_leftovers(agent_dir):
+  """What experiments/train_agent.py leaves beside the agent: CQL checkpoints and metrics."""
+  checkpointer = checkpoint_lib.Checkpointer(str(agent_dir / 'checkpoints'), keep=1)
+  checkpointer.save(5, {'x': np.zeros(2)}, {'history': []})
+  checkpointer.close()
+  (agent_dir / 'metrics.jsonl').write_text('{}\n')
+
+
 def test_saved_agent_reloads_and_mixes_identically(tmp_path):
   policy = _random_policy(SMALL)
+  _training_leftovers(tmp_path / 'agent')
   agent_dir = str(tmp_path / 'agent')
   deploy.save_agent(agent_dir, policy, {'balance': 0.3, 'note': 'test'})
   loaded, meta = deploy.load_agent(agent_dir)
@@ -210,11 +230,12 @@ def test_agent_errors(tmp_path):
   with pytest.raises(ValueError, match='agent: policy produced non-finite weights at step 7'):
     mixer.update(state, _observation(7, 0))
   empty = tmp_path / 'empty'
-  empty.mkdir()
+  _training_leftovers(empty)
   for path in (empty, tmp_path / 'missing'):
     with pytest.raises(ValueError, match=f"agent_dir: no trained agent in '{path}'"):
       deploy.load_agent(str(path))
-  with pytest.raises(ValueError, match='base_metrics: eval/code/loss must be a positive finite number, got None'):
+  with pytest.raises(ValueError, match='base_metrics: eval/code/loss must be a positive finite '
+                     'number, got None'):
     deploy.AgentMixer(policy, ROLES, {'eval/web/loss': 1.0}, 10).init(INFOS)
 
 
@@ -231,7 +252,7 @@ def test_dataset_round_trip_and_domain_space_check(tmp_path):
   data = dataset_lib.load(path)
   assert len(data) == 6 and data.num_trajectories == 2 and data.max_domains == 4
   assert data.meta == {'feature_version': features.FEATURE_VERSION}
-  np.testing.assert_allclose(data.returns_T(), [0.3, 0.6])
+  np.testing.assert_allclose(data.returns_T, [0.3, 0.6])
   np.testing.assert_array_equal(data.done_N, [0, 0, 1, 0, 0, 1])
   np.testing.assert_array_equal(data.mask_NxD.sum(1), [2, 2, 2, 4, 4, 4])
   again = dataset_lib.TrajectoryWriter()

@@ -13,11 +13,14 @@
      policy loss = -mean Q(s, pi(s)) / mean |Q(s, pi(s))| + bc_weight * KL(a_data || pi(s))
    (TD3+BC's normalization: the Q term is scale-free, so bc_weight means the same for any reward.)
 
-Hyperparameters (`CQLConfig`, defaults in brackets): gamma [0.9] (trajectories are short, K ~ 10-20),
-alpha_cql [1.0], tau_polyak [0.01], lr [3e-4] (Adam for both networks, gradients clipped to global
-norm grad_clip [1.0]), num_sampled_actions [8], perturb_scale [1.0], bc_weight [0.1], bc_fraction
-[0.25], batch_size [64], reward_scale [0: 1 / the std of the dataset's rewards, so Q is O(1)],
-log_every [50], checkpoint_every [500] steps.
+Hyperparameters (`CQLConfig`, defaults in brackets): gamma [0.9] (trajectories are short,
+K ~ 10-20), alpha_cql [1.0], tau_polyak [0.01], lr [3e-4] (Adam for both networks, gradients
+clipped to global norm grad_clip [1.0]), num_sampled_actions [8], perturb_scale [1.0], bc_weight
+[0.1], bc_fraction [0.25], batch_size [64], reward_scale [0: 1 / the std of the dataset's rewards,
+so Q is O(1)], log_every [50], checkpoint_every [500] steps. The jitted steps `bc_step` and
+`train_step` are specialized only on the networks, lr, grad_clip and num_sampled_actions
+(`StepConfig`); the other hyperparameters are traced (`CQLConfig.hyperparams`), so changing them
+does not recompile.
 
 `train` runs bc_steps of BC then `steps` of CQL, checkpointing (orbax) every checkpoint_every steps
 into checkpoint_dir and resuming from its latest checkpoint; a resumed run draws its batches from a
@@ -26,7 +29,9 @@ generator seeded by (seed, step), so it is deterministic but not bit-identical t
 
 import dataclasses
 import functools
+import json
 import math
+import os
 from typing import Callable, NamedTuple
 
 from flax import nnx
@@ -42,6 +47,7 @@ from mixing.agent import policy as policy_lib
 
 @dataclasses.dataclass(frozen=True)
 class CQLConfig:
+  """BC and CQL hyperparameters (the module docstring gives each one's meaning)."""
   gamma: float = 0.9
   alpha_cql: float = 1.0
   tau_polyak: float = 0.01
@@ -58,7 +64,8 @@ class CQLConfig:
 
   def __post_init__(self):
     checks = {'gamma': 0 <= self.gamma < 1, 'alpha_cql': self.alpha_cql >= 0,
-              'tau_polyak': 0 < self.tau_polyak <= 1, 'lr': self.lr > 0, 'grad_clip': self.grad_clip > 0,
+              'tau_polyak': 0 < self.tau_polyak <= 1, 'lr': self.lr > 0,
+              'grad_clip': self.grad_clip > 0,
               'num_sampled_actions': self.num_sampled_actions >= 2,
               'perturb_scale': self.perturb_scale >= 0, 'bc_weight': self.bc_weight >= 0,
               'bc_fraction': 0 < self.bc_fraction <= 1, 'batch_size': self.batch_size >= 1,
@@ -116,7 +123,7 @@ def select_best(dataset: dataset_lib.Dataset, fraction: float) -> dataset_lib.Da
   if not 0 < fraction <= 1:
     raise ValueError(f'bc_fraction: must be in (0, 1], got {fraction}')
   count = max(1, math.ceil(fraction * dataset.num_trajectories))
-  order = np.argsort(-dataset.returns_T(), kind='stable')
+  order = np.argsort(-dataset.returns_T, kind='stable')
   return dataset.subset(order[:count])
 
 
@@ -234,14 +241,34 @@ def _reward_scale(dataset: dataset_lib.Dataset, config: CQLConfig) -> float:
   return 1.0 / std if std > 1e-12 else 1.0
 
 
+def _check_architecture(checkpoint_dir: str, architecture: dict):
+  """Records the architecture in checkpoint_dir; ValueError if it holds another's checkpoints.
+
+  (Restoring another architecture's checkpoint would fail and be set aside as corrupt.)
+  """
+  path = os.path.join(checkpoint_dir, 'architecture.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved != architecture:
+      raise ValueError(f"checkpoint_dir: '{checkpoint_dir}' holds checkpoints of the architecture "
+                       f'{saved}, not {architecture}')
+    return
+  os.makedirs(checkpoint_dir, exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(architecture, f)
+  os.replace(path + '.tmp', path)
+
+
 def train(dataset: dataset_lib.Dataset, steps: int, bc_steps: int, seed: int,
           log_fn: Callable[[int, dict], None] | None = None, checkpoint_dir: str | None = None,
           config: CQLConfig = CQLConfig(), policy_config: policy_lib.PolicyConfig | None = None):
   """BC for bc_steps, then CQL for steps; returns (policy, q, history).
 
-  history is a list of {'step', 'phase' ('bc' or 'cql'), metric: value} every log_every steps (and at
-  the end); log_fn(step, record) is called with each. Metrics: bc_loss; in the CQL phase also q_loss,
-  td_loss, cql_penalty, mean_q (data actions), mean_q_sampled, policy_loss, mean_q_pi.
+  history is a list of {'step', 'phase' ('bc' or 'cql'), metric: value} every log_every steps (and
+  at the end); log_fn(step, record) is called with each. Metrics: bc_loss; in the CQL phase also
+  q_loss, td_loss, cql_penalty, mean_q (data actions), mean_q_sampled, policy_loss, mean_q_pi.
+  A policy_config (default: PolicyConfig's, sized to the dataset's features) sets the architecture.
   """
   if steps < 0 or bc_steps < 0:
     raise ValueError(f'steps: must be >= 0, got steps={steps}, bc_steps={bc_steps}')
@@ -250,6 +277,8 @@ def train(dataset: dataset_lib.Dataset, steps: int, bc_steps: int, seed: int,
   if (policy_config.num_features, policy_config.num_global) != (f, g):
     raise ValueError(f'policy_config: expects {policy_config.num_features} domain and '
                      f'{policy_config.num_global} global features, the dataset has {f} and {g}')
+  if checkpoint_dir:
+    _check_architecture(checkpoint_dir, policy_config.to_dict())
   graphdefs, state = init_state(policy_lib.Policy(policy_config, rngs=nnx.Rngs(seed)),
                                 policy_lib.QNetwork(policy_config, rngs=nnx.Rngs(seed + 1)), config)
   reward_scale = _reward_scale(dataset, config)

@@ -1,18 +1,19 @@
 """Mixing trajectories on disk: the agent's offline training data.
 
-A trajectory is one proxy run split into K re-weighting steps: observations o_0..o_K (each per-domain
-features D x F and global features G, from features.observation_features), the actions a_0..a_{K-1}
-(the weights used for each step's segment) and rewards r_0..r_{K-1} (features.reward). It becomes K
-transitions (o_k, a_k, r_k, o_{k+1}, done = k == K - 1). D varies across trajectories: every array is
-padded to the largest D with a mask (1: real domain).
+A trajectory is one proxy run split into K re-weighting steps: observations o_0..o_K (each
+per-domain features D x F and global features G, from features.observation_features), the actions
+a_0..a_{K-1} (the weights used for each step's segment) and rewards r_0..r_{K-1} (features.reward).
+It becomes K transitions (o_k, a_k, r_k, o_{k+1}, done = k == K - 1). D varies across trajectories:
+every array is padded to the largest D with a mask (1: real domain).
 
 A dataset is a directory:
   transitions.npz  feats_NxDxF, global_NxG, action_NxD, reward_N, next_feats_NxDxF, next_global_NxG,
                    done_N, mask_NxD, traj_N (trajectory index), step_N (k), and names_TxD, roles_TxD
                    (each trajectory's domain names and 'source'/'target' roles, '' on padding)
-  config.json      whatever the caller passes to `save` (domain names, feature version, the collection
-                   config, ...)
-written into a temporary directory, then renamed into place, so a half-written dataset is never read.
+  config.json      whatever the caller passes to `save` (domain names, feature version, the
+                   collection config, ...)
+written into a temporary directory, then renamed into place, so a half-written dataset is never
+read.
 """
 
 import dataclasses
@@ -60,6 +61,7 @@ class Dataset:
   def domain_names(self, traj: int) -> list[str]:
     return [str(n) for n in self.names_TxD[traj] if n]
 
+  @property
   def returns_T(self) -> np.ndarray:
     """Each trajectory's undiscounted return (sum of its rewards)."""
     return np.bincount(self.traj_N, weights=self.reward_N, minlength=self.num_trajectories)
@@ -113,6 +115,11 @@ class Dataset:
       idx = order[pos:pos + batch_size]
       pos += batch_size
       yield {k.replace('_N', '_B'): getattr(self, k)[idx] for k in keys}
+
+
+def _jsonable(x):
+  """numpy values as JSON numbers and lists; anything else JSON cannot hold as its str."""
+  return x.tolist() if isinstance(x, (np.ndarray, np.generic)) else str(x)
 
 
 def _check(field: str, x, shape: tuple) -> np.ndarray:
@@ -175,8 +182,9 @@ class TrajectoryWriter:
     if not self._trajs:
       raise ValueError('trajectories: nothing to save (no trajectory was added)')
     d = max(len(t['names']) for t in self._trajs)
-    rows = {k: [] for k in ('feats_NxDxF', 'global_NxG', 'action_NxD', 'reward_N', 'next_feats_NxDxF',
-                            'next_global_NxG', 'done_N', 'mask_NxD', 'traj_N', 'step_N')}
+    rows = {k: [] for k in ('feats_NxDxF', 'global_NxG', 'action_NxD', 'reward_N',
+                            'next_feats_NxDxF', 'next_global_NxG', 'done_N', 'mask_NxD', 'traj_N',
+                            'step_N')}
     pad = lambda x: np.pad(x, [(0, 0), (0, d - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
     for i, t in enumerate(self._trajs):
       k, dt = len(t['rewards_K']), len(t['names'])
@@ -208,7 +216,7 @@ class TrajectoryWriter:
     try:
       np.savez(os.path.join(tmp, TRANSITIONS), **arrays)
       with open(os.path.join(tmp, CONFIG), 'w') as f:
-        json.dump(meta or {}, f, indent=1)
+        json.dump(meta or {}, f, indent=1, default=_jsonable)
       old = None
       if os.path.exists(path):
         old = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.old-', dir=parent)
@@ -241,7 +249,7 @@ def load(path: str) -> Dataset:
 
 
 def check_domain_space(dataset: Dataset, names: Sequence[str]):
-  """ValueError unless every trajectory ran on exactly `names` (in order), e.g. to resume collection.
+  """ValueError unless every trajectory ran on exactly `names` (in order), e.g. to resume.
 
   The agent itself generalizes to unseen domain spaces; call this only where a match is required.
   """

@@ -5,10 +5,10 @@ parameters, and `meta`, JSON holding the architecture (`policy`: PolicyConfig's 
 among them), `feature_version`, `balance` (the balanced score's source weight the agent was trained
 for) and whatever else the caller adds (e.g. the collection config).
 
-`AgentMixer` follows mixing/mixer.py: `init(domains)` returns the AgentState as a dict of numpy arrays
-(checkpointed with the run), and `update(state, observation)` turns the Observation into features
-(features.observation_features, progress = re-weighting steps done / total_reweights) and returns the
-policy's weights for the next re-weighting step.
+`AgentMixer` follows mixing/mixer.py: `init(domains)` returns the AgentState as a dict of numpy
+arrays (checkpointed with the run), and `update(state, observation)` turns the Observation into
+features (features.observation_features, progress = re-weighting steps done / total_reweights) and
+returns the policy's weights for the next re-weighting step.
 """
 
 import os
@@ -61,7 +61,8 @@ def load_agent(agent_dir: str) -> tuple[policy_lib.Policy, dict]:
         meta=ocp.args.JsonRestore()))['meta'])
     if meta.get('feature_version') != features.FEATURE_VERSION:
       raise ValueError(f"agent_dir: '{agent_dir}' uses feature version "
-                       f"{meta.get('feature_version')}, this code builds {features.FEATURE_VERSION}")
+                       f"{meta.get('feature_version')}, this code builds "
+                       f'{features.FEATURE_VERSION}')
     graphdef, params = nnx.split(policy_lib.Policy(policy_lib.PolicyConfig(**meta['policy']),
                                                    rngs=nnx.Rngs(0)))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),

@@ -1,22 +1,23 @@
 """What the Data Mixing Agent sees: evaluation scores and per-domain / global features.
 
-Continual pre-training runs over a domain space of *source* domains (what the base model was trained
-on) and *target* domains (what the run should add). Scores compare an evaluation to the base model's:
+Continual pre-training runs over a domain space of *source* domains (what the base model was
+trained on) and *target* domains (what the run should add). Scores compare an evaluation to the base
+model's:
 
   improvement_d  = (base_loss_d - loss_d) / base_loss_d          (held-out loss, 'eval/<d>/loss')
   source score   = mean over source domains of improvement_d     (negative: forgetting)
-  target score   = mean over target domains of improvement_d, averaged 50/50 with the mean absolute
-                   exact-match accuracy gain (accuracy_d - base_accuracy_d, 'eval/<d>/accuracy') over
-                   the target domains that have an accuracy in both the base and the evaluation
-                   metrics; just the loss part when none has one
+  target score   = mean over target domains of improvement_d, averaged 50/50 with the mean
+                   absolute exact-match accuracy gain (accuracy_d - base_accuracy_d, from
+                   'eval/<d>/accuracy') over the target domains that have an accuracy in both the
+                   base and the evaluation metrics; just the loss part when none has one
   balanced score = balance * source + (1 - balance) * target     (balance 0.5: the mean of the two)
 
 A side with no domains scores 0. The agent's reward for a re-weighting step is the change of the
 balanced score over it (`reward`), so a trajectory's return is the final minus the initial score.
 
-Features (`observation_features`), with symlog(x) = sign(x) * log(1 + |x|) compressing heavy tails and
-all losses taken relative to the base model's held-out loss of the same domain, so that they compare
-across domain spaces, model sizes and source fields. F = 11 per domain:
+Features (`observation_features`), with symlog(x) = sign(x) * log(1 + |x|) compressing heavy tails
+and all losses taken relative to the base model's held-out loss of the same domain, so that they
+compare across domain spaces, model sizes and source fields. F = 11 per domain:
   0 weight          D * w_d, the weight in force until now (uniform = 1)
   1 train_loss      symlog(10 * log(train_loss_d / base_loss_d)), last value kept while not drawn
   2 eval_loss       symlog(10 * log(eval_loss_d / base_loss_d))
@@ -35,10 +36,10 @@ G = 5 global features:
   3 source_change   symlog(100 * change of the source score since the last re-weighting step)
   4 target_change   symlog(100 * change of the target score since the last re-weighting step)
 
-A missing or non-finite measurement (no evaluation yet, a domain not drawn) keeps the last value, which
-starts at the base model's (its held-out loss stands in for the train loss too). What is remembered
-between re-weighting steps is an `AgentState`, kept as a dict of finite numpy arrays (`to_tree`), so it
-checkpoints inside the trainer's mixer state.
+A missing or non-finite measurement (no evaluation yet, a domain not drawn) keeps the last value,
+which starts at the base model's (its held-out loss stands in for the train loss too). What is
+remembered between re-weighting steps is an `AgentState`, kept as a dict of finite numpy arrays
+(`to_tree`), so it checkpoints inside the trainer's mixer state.
 """
 
 import dataclasses
@@ -114,7 +115,7 @@ def score_arrays(loss_D, base_loss_D, acc_D, base_acc_D, is_source_D, is_target_
 
 def scores(eval_metrics: Mapping[str, float], base_metrics: Mapping[str, float],
            roles: Mapping[str, str], balance: float = 0.5) -> dict:
-  """{'source', 'target', 'balanced'} of an evaluation against the base model's (module docstring)."""
+  """{'source', 'target', 'balanced'}: an evaluation against the base model's (module docstring)."""
   names = list(roles)
   balance = check_balance(balance)
   is_source_D, is_target_D = role_masks(names, roles)

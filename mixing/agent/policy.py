@@ -2,17 +2,17 @@
 
 Both read D domain tokens (each domain's features, embedded to d_model) and one global token (the
 global features), through pre-norm self-attention blocks with no positional encoding, so they are
-equivariant to permuting the domains and take any D. A padding mask (1: real domain, 0: padding) lets
-a batch mix domain spaces of different sizes: padded tokens are masked out of every attention key,
-every softmax and every pooling, so a padded batch computes what the unpadded one does.
+equivariant to permuting the domains and take any D. A padding mask (1: real domain, 0: padding)
+lets a batch mix domain spaces of different sizes: padded tokens are masked out of every attention
+key, every softmax and every pooling, so a padded batch computes what the unpadded one does.
 
 Policy: per-domain logits; its action is the mixture
   w_d = floor + (1 - D * floor) * softmax(logits)_d,   floor = floor_frac / D   (real domains)
 so no domain gets less than floor_frac / D (default floor_frac 0.1: a tenth of the uniform weight);
 padded domains get 0. The logit head starts at zero, so an untrained policy is uniform.
 
-QNetwork: Q(s, a), the domain tokens reading [features, D * w_d]; the scalar comes from an MLP on the
-mean of the real domains' outputs concatenated with the global token's, so it is invariant to
+QNetwork: Q(s, a), the domain tokens reading [features, D * w_d]; the scalar comes from an MLP on
+the mean of the real domains' outputs concatenated with the global token's, so it is invariant to
 permuting the domains (with their weights).
 
 Inputs may be batched (B x D x F, B x G, B x D) or one state (D x F, G, D).
@@ -103,7 +103,7 @@ def _batched(feats, global_, mask, *more):
 
 
 def weights_from_logits(logits_BxD, mask_BxD, floor_frac: float):
-  """floor + (1 - D * floor) * masked softmax, D and floor = floor_frac / D per row; 0 on padding."""
+  """floor + (1 - D * floor) * masked softmax, floor = floor_frac / D per row; 0 on padding."""
   soft_BxD = jax.nn.softmax(jnp.where(mask_BxD > 0, logits_BxD, NEG_INF), axis=-1) * mask_BxD
   d_Bx1 = jnp.maximum(mask_BxD.sum(-1, keepdims=True), 1.0)
   return mask_BxD * (floor_frac / d_Bx1) + (1.0 - floor_frac) * soft_BxD
