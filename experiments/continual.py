@@ -14,7 +14,7 @@ from flax import nnx
 import ml_collections
 
 from configs import models as model_configs
-from experiments import checkpoint as checkpoint_lib
+from mixing import checkpoint as checkpoint_lib
 from experiments import step as step_lib
 from experiments import trainer as trainer_lib
 from mixing.data import load as load_lib
@@ -74,10 +74,10 @@ def ensure_base(config, quiet: bool = False, spec=None) -> str:
   return folder
 
 
-def continual_config(config, **overrides) -> ml_collections.ConfigDict:
-  """A continual run from the base model, with overrides (e.g. a mixer) applied."""
+def continual_config(config, quiet: bool = False, **overrides) -> ml_collections.ConfigDict:
+  """A continual run from the base model (trained first if needed), with overrides applied."""
   cfg = ml_collections.ConfigDict(config.to_dict())
-  cfg.init_from = ensure_base(config, quiet=True)
+  cfg.init_from = ensure_base(config, quiet=quiet)
   for dotted, value in overrides.items():
     node = cfg
     *path, last = dotted.split('.')
@@ -96,7 +96,7 @@ def base_metrics(config) -> dict[str, float]:
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
-  probe = continual_config(config)
+  probe = continual_config(config, quiet=True)
   trainer = trainer_lib.Trainer(probe, os.path.join(folder, f'eval_{key}_run'), quiet=True)
   trainer.state = trainer.state._replace(
       params=checkpoint_lib.load_run_state(folder, trainer.state).params)

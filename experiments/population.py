@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import models as model_configs
-from experiments import checkpoint as checkpoint_lib
+from mixing import checkpoint as checkpoint_lib
 from experiments import evaluate as evaluate_lib
 from experiments import metrics as metrics_lib
 from experiments import runtime

@@ -27,6 +27,7 @@ from experiments import evaluate as evaluate_lib
 from experiments import population as population_lib
 from experiments import runtime
 from mixing import static
+from mixing.data import domains as domains_lib
 from mixing.data import eval_suites
 from mixing.data import load as load_lib
 from mixing.data import tokenizer
@@ -44,6 +45,9 @@ METHODS = ('uniform', 'size-proportional', 'temperature', 'unary-only', 'taskpgm
 def check(config):
   t = config.taskpgm
   tasks, _ = load_lib.parse_mixture(t.tasks, 'taskpgm.tasks')
+  for name in tasks:
+    if name not in config.domain_files:
+      domains_lib.check_builtin_name(name)
   evals, _ = load_lib.parse_mixture(t.eval_tasks, 'taskpgm.eval_tasks') if t.eval_tasks else ([], [])
   for name in evals:
     if name not in tasks:

@@ -19,8 +19,12 @@ def main(argv):
   del argv
   if _CONFIG.value is None:
     cli.fail('config: give --config=FILE (e.g. configs/quickstart.py)')
+  config = _CONFIG.value
   try:
-    trainer = trainer_lib.Trainer(_CONFIG.value, _WORKDIR.value)
+    if 'continual' in config and not config.init_from:  # continual runs start from the base model
+      from experiments import continual  # pylint: disable=g-import-not-at-top
+      config = continual.continual_config(config)
+    trainer = trainer_lib.Trainer(config, _WORKDIR.value)
   except ValueError as e:
     cli.fail(e)
   try:

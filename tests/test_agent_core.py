@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import checkpoint as checkpoint_lib
+from mixing import checkpoint as checkpoint_lib
 from mixing import mixer as mixer_lib
 from mixing.agent import cql
 from mixing.agent import dataset as dataset_lib

@@ -1,4 +1,4 @@
-"""TaskPGM core: potentials vs a NumPy loop, solvers vs SLSQP and each other, greedy vs brute force."""
+"""TaskPGM core: potentials vs NumPy loops, solvers vs SLSQP / each other, greedy vs brute force."""
 
 import math
 import os

@@ -5,22 +5,26 @@
 2. CQL for continuous actions (Kumar et al. 2020), Q and policy updated together in one jitted step:
      target  = c * r + gamma * (1 - done) * Q_target(s', pi(s'))           (c: reward_scale)
      Q loss  = mean (Q(s, a) - target)^2
-               + alpha_cql * mean [logsumexp_m Q(s, a_m) - log M - Q(s, a)]   (the CQL penalty)
+               + alpha_cql * mean max(p(s), -cql_gap),
+     p(s)    = logsumexp_m Q(s, a_m) - log M - Q(s, a)                      (the CQL penalty)
    with M = num_sampled_actions actions a_m per state: half from a uniform Dirichlet on the real
    domains, half perturbations softmax(log pi(s) + perturb_scale * N(0, 1)) of the policy's. The
    penalty pushes Q down on those and up on the data's actions, so the policy is not drawn to
-   actions the data never tried. Q_target follows Q by Polyak averaging (tau_polyak).
+   actions the data never tried. It stops pushing a state once the data's Q exceeds the sampled
+   actions' soft maximum by cql_gap (like CQL-Lagrange's threshold: on a small dataset the plain
+   penalty drives Q of unseen actions down without bound and destabilizes the TD fit; cql_gap=None
+   gives the plain penalty). Q_target follows Q by Polyak averaging (tau_polyak).
      policy loss = -mean Q(s, pi(s)) / mean |Q(s, pi(s))| + bc_weight * KL(a_data || pi(s))
    (TD3+BC's normalization: the Q term is scale-free, so bc_weight means the same for any reward.)
 
 Hyperparameters (`CQLConfig`, defaults in brackets): gamma [0.9] (trajectories are short,
-K ~ 10-20), alpha_cql [1.0], tau_polyak [0.01], lr [3e-4] (Adam for both networks, gradients
-clipped to global norm grad_clip [1.0]), num_sampled_actions [8], perturb_scale [1.0], bc_weight
-[0.1], bc_fraction [0.25], batch_size [64], reward_scale [0: 1 / the std of the dataset's rewards,
-so Q is O(1)], log_every [50], checkpoint_every [500] steps. The jitted steps `bc_step` and
-`train_step` are specialized only on the networks, lr, grad_clip and num_sampled_actions
-(`StepConfig`); the other hyperparameters are traced (`CQLConfig.hyperparams`), so changing them
-does not recompile.
+K ~ 10-20), alpha_cql [1.0], cql_gap [3.0, in units of the scaled reward], tau_polyak [0.01],
+lr [3e-4] (Adam for both networks, gradients clipped to global norm grad_clip [1.0]),
+num_sampled_actions [8], perturb_scale [1.0], bc_weight [0.1], bc_fraction [0.25], batch_size [64],
+reward_scale [0: 1 / the std of the dataset's rewards, so Q is O(1)], log_every [50],
+checkpoint_every [500] steps. The jitted steps `bc_step` and `train_step` are specialized only on
+the networks, lr, grad_clip and num_sampled_actions (`StepConfig`); the other hyperparameters are
+traced (`CQLConfig.hyperparams`), so changing them does not recompile.
 
 `train` runs bc_steps of BC then `steps` of CQL, checkpointing (orbax) every checkpoint_every steps
 into checkpoint_dir and resuming from its latest checkpoint; a resumed run draws its batches from a
@@ -40,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import checkpoint as checkpoint_lib
+from mixing import checkpoint as checkpoint_lib
 from mixing.agent import dataset as dataset_lib
 from mixing.agent import policy as policy_lib
 
@@ -50,6 +54,7 @@ class CQLConfig:
   """BC and CQL hyperparameters (the module docstring gives each one's meaning)."""
   gamma: float = 0.9
   alpha_cql: float = 1.0
+  cql_gap: float | None = 3.0
   tau_polyak: float = 0.01
   lr: float = 3e-4
   grad_clip: float = 1.0
@@ -64,6 +69,7 @@ class CQLConfig:
 
   def __post_init__(self):
     checks = {'gamma': 0 <= self.gamma < 1, 'alpha_cql': self.alpha_cql >= 0,
+              'cql_gap': self.cql_gap is None or self.cql_gap >= 0,
               'tau_polyak': 0 < self.tau_polyak <= 1, 'lr': self.lr > 0,
               'grad_clip': self.grad_clip > 0,
               'num_sampled_actions': self.num_sampled_actions >= 2,
@@ -81,10 +87,12 @@ class CQLConfig:
   def hyperparams(self, reward_scale: float) -> dict:
     """The step's traced hyperparameters: changing them does not recompile it."""
     hp = {name: getattr(self, name) for name in DYNAMIC}
+    hp['cql_gap'] = NO_GAP if self.cql_gap is None else self.cql_gap
     return {k: jnp.float32(v) for k, v in {**hp, 'reward_scale': reward_scale}.items()}
 
 
 DYNAMIC = ('gamma', 'alpha_cql', 'tau_polyak', 'perturb_scale', 'bc_weight')
+NO_GAP = 1e9  # cql_gap=None: the penalty never stops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,8 +177,8 @@ def q_loss(q_params, q_def, policy: policy_lib.Policy, q_target: policy_lib.QNet
            hp: dict, num_sampled_actions: int):
   """TD error + alpha_cql * CQL penalty; (loss, metrics). Only q_params is differentiated.
 
-  hp holds the traced hyperparameters (CQLConfig.hyperparams): gamma, alpha_cql, perturb_scale,
-  reward_scale (and the policy's).
+  hp holds the traced hyperparameters (CQLConfig.hyperparams): gamma, alpha_cql, cql_gap,
+  perturb_scale, reward_scale (and the policy's).
   """
   q = nnx.merge(q_def, q_params)
   feats, glob, mask = batch['feats_BxDxF'], batch['global_BxG'], batch['mask_BxD']
@@ -184,8 +192,9 @@ def q_loss(q_params, q_def, policy: policy_lib.Policy, q_target: policy_lib.QNet
   samples_BxMxD = sample_actions(key, pi_BxD, mask, num_sampled_actions, hp['perturb_scale'])
   q_samples_BxM = q_of_samples(q, feats, glob, samples_BxMxD, mask)
   lse_B = jax.nn.logsumexp(q_samples_BxM, axis=1) - jnp.log(num_sampled_actions)
-  penalty = jnp.mean(lse_B - q_data_B)
-  loss = td + hp['alpha_cql'] * penalty
+  penalty_B = lse_B - q_data_B
+  penalty = jnp.mean(penalty_B)
+  loss = td + hp['alpha_cql'] * jnp.mean(jnp.maximum(penalty_B, -hp['cql_gap']))
   return loss, {'q_loss': loss, 'td_loss': td, 'cql_penalty': penalty,
                 'mean_q': q_data_B.mean(), 'mean_q_sampled': q_samples_BxM.mean()}
 

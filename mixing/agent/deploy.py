@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from experiments import checkpoint as checkpoint_lib
+from mixing import checkpoint as checkpoint_lib
 from mixing import mixer as mixer_lib
 from mixing.agent import features
 from mixing.agent import policy as policy_lib

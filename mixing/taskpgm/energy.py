@@ -51,7 +51,7 @@ def check_problem(u_N, R_NxN, lam: float, tau: float = 0.0) -> tuple[np.ndarray,
 
 
 def redundancy(kind: str, jsd_NxN=None, pmi_NxN=None) -> np.ndarray:
-  """R from a potential: 'jsd' -> 1 - JSD / ln 2 (in [0, 1]); 'pmi' -> max(PMI, 0). Zero diagonal."""
+  """R from a potential: 'jsd' -> 1 - JSD / ln 2, in [0, 1]; 'pmi' -> max(PMI, 0). Zero diagonal."""
   if kind not in ('jsd', 'pmi'):
     raise ValueError(f"taskpgm.kind: must be 'jsd' or 'pmi', got {kind!r}")
   name, value = ('jsd_NxN', jsd_NxN) if kind == 'jsd' else ('pmi_NxN', pmi_NxN)
@@ -74,6 +74,13 @@ def energy(w_N, u_N, R_NxN, lam: float, tau: float) -> float:
     raise ValueError(f'taskpgm.w_N: expected shape {u.shape} to match u_N, got {w.shape}')
   entropy_term = float(np.sum(w * np.log(np.where(w > 0, w, 1.0))))
   return float(-u @ w + lam * w @ r @ w + tau * entropy_term)
+
+
+def _check_loop(tol, max_iters) -> None:
+  if not (isinstance(tol, (int, float, np.number)) and tol > 0):
+    raise ValueError(f'taskpgm.tol: must be > 0, got {tol!r}')
+  if isinstance(max_iters, bool) or not isinstance(max_iters, (int, np.integer)) or max_iters < 1:
+    raise ValueError(f'taskpgm.max_iters: must be an integer >= 1, got {max_iters!r}')
 
 
 def _parts(theta_N, u_N, R_NxN, lam, tau):
@@ -124,6 +131,7 @@ def mirror_descent(u_N, R_NxN, lam: float, tau: float, tol: float = 1e-8,
     (w_N, info) with info = {iterations, residual (Frank-Wolfe gap), converged, energy}.
   """
   u, r = check_problem(u_N, R_NxN, lam, tau)
+  _check_loop(tol, max_iters)
   w0 = np.full(u.size, 1.0 / u.size) if w0_N is None else np.asarray(w0_N, np.float64)
   if w0.shape != u.shape or (w0 <= 0).any():
     raise ValueError(f'taskpgm.w0_N: expected {u.size} positive weights, got shape {w0.shape}')
@@ -170,6 +178,7 @@ def fixed_point(u_N, R_NxN, lam: float, tau: float, tol: float = 1e-8,
   u, r = check_problem(u_N, R_NxN, lam, tau)
   if tau <= 0:
     raise ValueError(f'taskpgm.tau: fixed_point needs tau > 0, got {tau!r}')
+  _check_loop(tol, max_iters)
   kappa = lam / tau * float(np.ptp(r, axis=1).max())  # osc(R_i - R_k) <= osc(R_i) + osc(R_k)
   if damping is None:
     damping = 1.0 if kappa < 1 else 1.0 / (1.0 + 2 * lam * np.linalg.norm(r, 2) / tau)

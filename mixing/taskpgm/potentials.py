@@ -7,11 +7,15 @@ weights_P-weighted mean (weights normalized to sum 1; uniform by default).
   JSD_ij = E_p[H((p_i + p_j) / 2) - (H(p_i) + H(p_j)) / 2]             natural log, in [0, ln 2]
   PMI_ij = log(E_p[sum_v p_i p_j] / sum_v pbar_i pbar_j),  pbar_i = E_p[p_i(.|x_p)]
 
-Only H((p_i + p_j) / 2) is pairwise: N^2 / 2 * P * V logarithms, the whole cost. They are computed
-in float32 for blocks of `chunk` x `chunk` models (upper-triangle blocks only), one fused
-add-log-multiply-reduce per block pair inside a lax.scan, so memory is O(chunk^2 * P) beyond the
-input. The block pairs are sharded over every local device with shard_map; on a CPU host, start
-JAX with jax.config.update('jax_num_cpu_devices', os.cpu_count()) to use all cores.
+Only H((p_i + p_j) / 2) is pairwise: N^2 / 2 * P * V logarithms, the whole cost. With s = p_i + p_j,
+  JSD_ij = (C_i + C_j - S_ij) / 2,  S_ij = E_p[sum_v s log s],  C_i = E_p[sum_v p_i log p_i] + ln 2
+(for normalized rows; in general C_i carries ln 2 * E_p[sum_v p_i]). S is computed in float32 for
+blocks of `chunk` x `chunk` models (upper-triangle blocks only), one fused add-log-multiply-reduce
+per block pair inside a lax.scan, so the working set beyond the input is O(chunk * P * V); the
+combination is float64 on the host. Float32 accumulation over P * V terms leaves an absolute
+error of a few 1e-6 at P = 256, V = 259. The block pairs are sharded over the local devices with
+shard_map; on a CPU host, start JAX with jax.config.update('jax_num_cpu_devices', os.cpu_count())
+to use every core (each device holds a copy of the input).
 PMI's numerator is a Gram matrix of the probe-centred predictions (one matmul over P * V).
 """
 
@@ -35,7 +39,8 @@ def check_probs(probs_NxPxV, weights_P=None) -> tuple[np.ndarray, np.ndarray]:
   probs = probs.astype(np.float32, copy=False)
   low, high = probs.min(), probs.max()  # one pass each; NaN propagates
   if not (np.isfinite(low) and np.isfinite(high) and low >= 0):
-    raise ValueError(f'taskpgm.probs_NxPxV: must be finite and >= 0, got values in [{low}, {high}]')
+    raise ValueError(
+        f'taskpgm.probs_NxPxV: must be finite and >= 0, got values in [{low}, {high}]')
   p = probs.shape[1]
   if weights_P is None:
     return probs, np.full(p, 1.0 / p)
@@ -47,6 +52,10 @@ def check_probs(probs_NxPxV, weights_P=None) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f'taskpgm.weights_P: must be finite, >= 0 and not all 0, got min {w.min()}, '
                      f'sum {w.sum()}')
   return probs, w / w.sum()
+
+
+def _mesh(devices) -> jax.sharding.Mesh:
+  return jax.sharding.Mesh(np.array(tuple(devices or jax.local_devices())), ('d',))
 
 
 def _xlogx_sum_V(x):
@@ -74,7 +83,7 @@ def _block_pairs_KxBxB(x_PxMxV, w_P, pairs_Kx2, block: int, uniform: bool):
     a_PxBxV = lax.dynamic_slice_in_dim(x_PxMxV, pair_2[0] * block, block, axis=1)
     b_PxBxV = lax.dynamic_slice_in_dim(x_PxMxV, pair_2[1] * block, block, axis=1)
     s_PxBxBxV = a_PxBxV[:, :, None] + b_PxBxV[:, None]
-    sls_PxBxBxV = s_PxBxBxV * jnp.log(jnp.maximum(s_PxBxBxV, _TINY))
+    sls_PxBxBxV = s_PxBxBxV * jnp.log(s_PxBxBxV)  # inputs >= tiny: no clamp here (20% faster)
     if uniform:
       return None, jnp.sum(sls_PxBxBxV, axis=(0, 3)) * w_P[0]
     return None, jnp.sum(sls_PxBxBxV * w_P[:, None, None, None], axis=(0, 3))
@@ -93,13 +102,15 @@ def _sharded_kernel(devices: tuple, block: int, uniform: bool):
 _KERNELS = {}
 
 
-def jsd_matrix(probs_NxPxV, weights_P=None, chunk: int = 16, devices=None) -> np.ndarray:
+def jsd_matrix(probs_NxPxV, weights_P=None, chunk: int = 40, devices=None) -> np.ndarray:
   """Jensen-Shannon divergences (nats) between the N models, averaged over P: N x N float64.
 
   Args:
     probs_NxPxV: each model's predictive distributions at the P probe positions (float32 used).
     weights_P: nonnegative position weights (default uniform); normalized to sum 1.
-    chunk: models per block; each scan step evaluates chunk^2 * P * V logarithms.
+    chunk: at most this many models per block (blocks are evened out to ceil(N / ceil(N / chunk))
+      models); each scan step evaluates block^2 * P * V logarithms. Blocks of 32-64 ran ~10%
+      faster per logarithm than 16 on this CPU; the diagonal blocks waste about block / N.
     devices: devices to shard block pairs over (default: all local devices).
 
   Returns:
@@ -109,8 +120,8 @@ def jsd_matrix(probs_NxPxV, weights_P=None, chunk: int = 16, devices=None) -> np
   if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
     raise ValueError(f'taskpgm.chunk: must be an integer >= 1, got {chunk!r}')
   n, p, v = probs.shape
-  block = int(min(chunk, n))
-  num_blocks = -(-n // block)
+  num_blocks = -(-n // chunk)
+  block = -(-n // num_blocks)  # <= chunk, with as little padding as possible
   devices = tuple(devices or jax.local_devices())
   bi, bj = np.triu_indices(num_blocks)
   num_pairs = len(bi)
@@ -121,13 +132,16 @@ def jsd_matrix(probs_NxPxV, weights_P=None, chunk: int = 16, devices=None) -> np
     _KERNELS[key] = _sharded_kernel(*key)
   mesh, kernel = _KERNELS[key]
   rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  x_PxMxV = np.zeros((p, num_blocks * block, v), np.float32)  # zero models: padding, dropped
+  # Entries are floored at the smallest normal float32 (padding models too; dropped below), so s > 0
+  # and s log s needs no clamp; the change to any S_ij is below 1e-35.
+  x_PxMxV = np.full((p, num_blocks * block, v), _TINY, np.float32)
   x_PxMxV[:, :n] = probs.transpose(1, 0, 2)
+  np.maximum(x_PxMxV, _TINY, out=x_PxMxV)
   x_PxMxV = jax.device_put(x_PxMxV, rep)
   w_P = jax.device_put(w.astype(np.float32), rep)
   c_M = np.asarray(_self_terms_M(x_PxMxV, w_P), np.float64)
-  pairs = jax.device_put(pairs_Kx2, jax.sharding.NamedSharding(mesh,
-                                                               jax.sharding.PartitionSpec('d')))
+  pairs = jax.device_put(pairs_Kx2,
+                         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('d')))
   s_KxBxB = np.asarray(kernel(x_PxMxV, w_P, pairs), np.float64)[:num_pairs]
   m = num_blocks * block
   s_MxM = np.zeros((m, m))
@@ -136,47 +150,28 @@ def jsd_matrix(probs_NxPxV, weights_P=None, chunk: int = 16, devices=None) -> np
   return np.clip(upper + upper.T, 0.0, LN2)
 
 
-def _mesh(devices) -> jax.sharding.Mesh:
-  return jax.sharding.Mesh(np.array(tuple(devices or jax.local_devices())), ('d',))
-
-
-def _centred_gram(x_NxPxV, w_P, rows: int):
-  """pbar_NxV and, for this device's `rows` rows, C_ij = sum_p w_p sum_v (p_i - pbar_i)(p_j - pbar_j).
-
-  Inside shard_map: every device centres all N models (cheap, elementwise) and multiplies its own
-  row block, so the Gram matmul over P * V is split over the devices.
-  """
+@jax.jit
+def _centred_gram(x_NxPxV, w_P):
+  """pbar_NxV and C_NxN = sum_p w_p sum_v (p_i - pbar_i)(p_j - pbar_j) (one matmul over P * V)."""
   pbar_NxV = jnp.einsum('npv,p->nv', x_NxPxV, w_P, precision=lax.Precision.HIGHEST)
   xc_NxF = ((x_NxPxV - pbar_NxV[:, None]) * jnp.sqrt(w_P)[:, None]).reshape(x_NxPxV.shape[0], -1)
-  mine_RxF = lax.dynamic_slice_in_dim(xc_NxF, lax.axis_index('d') * rows, rows)
-  return pbar_NxV, jnp.dot(mine_RxF, xc_NxF.T, precision=lax.Precision.HIGHEST)
+  return pbar_NxV, jnp.dot(xc_NxF, xc_NxF.T, precision=lax.Precision.HIGHEST)
 
 
-def pmi_matrix(probs_NxPxV, weights_P=None, eps: float = 1e-12, devices=None) -> np.ndarray:
+def pmi_matrix(probs_NxPxV, weights_P=None, eps: float = 1e-12) -> np.ndarray:
   """PMI_ij = log(E_p[sum_v p_i p_j] / sum_v pbar_i pbar_j): N x N float64 (diagonal: self-PMI).
 
   The numerator is written D + C with D_ij = sum_v pbar_i pbar_j (float64) and C the Gram matrix of
   the probe-centred predictions, so PMI = log1p(C / D) is exactly 0 for predictions that do not
   depend on the probe and keeps its precision near 0. Both terms are floored at eps before the log.
-  The Gram's rows are split over `devices` (default: all local devices).
   """
   probs, w = check_probs(probs_NxPxV, weights_P)
   if not eps > 0:
     raise ValueError(f'taskpgm.eps: must be > 0, got {eps}')
-  mesh = _mesh(devices)
-  n, num_devices = probs.shape[0], mesh.devices.size
-  rows = -(-n // num_devices)
-  if rows * num_devices > n:  # zero models: pbar 0, centred 0; dropped below
-    probs = np.concatenate([probs, np.zeros((rows * num_devices - n,) + probs.shape[1:],
-                                            np.float32)])
-  rep, shard = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec('d')
-  gram = jax.jit(jax.shard_map(lambda x, w_: _centred_gram(x, w_, rows), mesh=mesh,
-                               in_specs=(rep, rep), out_specs=(rep, shard)))
-  named = jax.sharding.NamedSharding(mesh, rep)
-  pbar_NxV, c_NxN = gram(jax.device_put(probs, named), jax.device_put(w.astype(np.float32), named))
-  pbar_NxV = np.asarray(pbar_NxV, np.float64)[:n]
+  pbar_NxV, c_NxN = _centred_gram(jnp.asarray(probs), jnp.asarray(w, jnp.float32))
+  pbar_NxV = np.asarray(pbar_NxV, np.float64)
   d_NxN = pbar_NxV @ pbar_NxV.T
-  c_NxN = np.asarray(c_NxN, np.float64)[:n, :n]
+  c_NxN = np.asarray(c_NxN, np.float64)
   c_NxN = (c_NxN + c_NxN.T) / 2
   num_NxN = d_NxN + c_NxN
   exact = (d_NxN >= eps) & (num_NxN >= eps)
