@@ -96,7 +96,7 @@ def base_metrics(config) -> dict[str, float]:
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
-  probe = continual_config(config, quiet=True)
+  probe = continual_config(config, quiet=True, **{'mixer.name': 'static'})
   trainer = trainer_lib.Trainer(probe, os.path.join(folder, f'eval_{key}_run'), quiet=True)
   trainer.state = trainer.state._replace(
       params=checkpoint_lib.load_run_state(folder, trainer.state).params)

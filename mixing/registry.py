@@ -5,6 +5,8 @@ their proxies, then runs the main model with the resulting static mixture. The a
 Mixing Agent, mixing/agent/) is built by experiments/offline.py too, which knows the base model.
 """
 
+import os
+
 import ml_collections
 
 from mixing import mixer as mixer_lib
@@ -29,8 +31,9 @@ def check(config: ml_collections.ConfigDict, num_domains: int):
       raise ValueError(f'mixer.doremi.smoothing: must be in [0, 1), got {config.doremi.smoothing}')
   if name == 'odm' and not 0 <= config.odm.smoothing < 1:
     raise ValueError(f'mixer.odm.smoothing: must be in [0, 1), got {config.odm.smoothing}')
-  if name == 'agent' and not config.agent_dir:
-    raise ValueError('mixer.agent_dir: give the trained agent\'s directory (experiments.train_agent)')
+  if name == 'agent' and not os.path.isdir(config.agent_dir or ''):
+    raise ValueError(f"mixer.agent_dir: no trained agent in {config.agent_dir!r} "
+                     '(train one with experiments.train_agent)')
   if name == 'regmix':
     n = config.regmix.num_proxies
     if n and n < num_domains:

@@ -133,13 +133,8 @@ class Attention(nnx.Module):
     # (B, L, 3, H, K) activation gradient that slicing activations costs.
     cfg = self.cfg
     qkv_Dx3xHxK = self.qkv_Dx3xHxK[...].astype(cfg.dtype)
-    import os
-    if os.environ.get('FUSED'):
-      qkv = dense(x_BxLxD, qkv_Dx3xHxK)
-      q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    else:
-      q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (
-          dense(x_BxLxD, qkv_Dx3xHxK[:, i]) for i in range(3))
+    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (
+        dense(x_BxLxD, qkv_Dx3xHxK[:, i]) for i in range(3))
     q_BxLxHxK = rope(q_BxLxHxK * cfg.head_dim**-0.5, cfg.rope_base)
     k_BxLxHxK = rope(k_BxLxHxK, cfg.rope_base)
     scores_BxHxLxL = jnp.einsum('BLHK,BMHK->BHLM', q_BxLxHxK, k_BxLxHxK)
@@ -170,13 +165,8 @@ class Mlp(nnx.Module):
   def __call__(self, x_BxLxD):
     dtype = self.cfg.dtype
     gate_up_Dx2xF = self.gate_up_Dx2xF[...].astype(dtype)
-    import os
-    if os.environ.get('FUSED'):
-      gu = dense(x_BxLxD, gate_up_Dx2xF)
-      gate_BxLxF, up_BxLxF = gu[:, :, 0], gu[:, :, 1]
-    else:
-      gate_BxLxF = dense(x_BxLxD, gate_up_Dx2xF[:, 0])
-      up_BxLxF = dense(x_BxLxD, gate_up_Dx2xF[:, 1])
+    gate_BxLxF = dense(x_BxLxD, gate_up_Dx2xF[:, 0])
+    up_BxLxF = dense(x_BxLxD, gate_up_Dx2xF[:, 1])
     h_BxLxF = jax.nn.silu(gate_BxLxF) * up_BxLxF
     return dense(h_BxLxF, self.down_FxD[...].astype(dtype))
 

@@ -176,10 +176,10 @@ def _greedy_instances():
 
 
 def test_greedy_vs_brute_force():
-  """F monotone on sets of size <= 2k: greedy >= (1 - exp(-gamma)) * OPT (halved for knapsack)."""
+  """F monotone on sets of size <= 2k: greedy >= (1 - exp(-gamma)) OPT; knapsack, R >= 0: /2."""
   for u, r, lam, k, rng in _greedy_instances():
     info = greedy.submodularity_ratio(u, r, lam, k)
-    assert info['monotone'] and info['kind'] == 'exact'
+    assert info['monotone'] and info['applies'] and info['kind'] == 'exact'
     _, best = greedy.brute_force_best(u, r, lam, k)
     chosen, value = greedy.greedy_select(u, r, lam, k)
     assert len(chosen) <= k and value == pytest.approx(greedy.value(chosen, u, r, lam))
@@ -193,7 +193,9 @@ def test_greedy_vs_brute_force():
     chosen, value = greedy.greedy_select(u, r, lam, tokens, costs)
     _, best = greedy.brute_force_best(u, r, lam, tokens, costs)
     assert costs[chosen].sum() <= tokens
-    assert value >= greedy.submodularity_ratio(u, r, lam, tokens, costs)['guarantee'] * best
+    knapsack = greedy.submodularity_ratio(u, r, lam, tokens, costs)
+    assert knapsack['applies'] == (r[~np.eye(u.size, dtype=bool)] >= 0).all()
+    assert value >= knapsack['guarantee'] * best
 
 
 def test_submodularity_ratio_complementary():

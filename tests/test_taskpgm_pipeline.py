@@ -10,7 +10,7 @@ import pytest
 
 from configs import models
 from configs import taskpgm as taskpgm_config
-from experiments import taskpgm
+from experiments import taskpgm_pipeline as taskpgm
 from mixing.data import eval_suites
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,10 +9,11 @@ The marginal gain of k given L is u_k - 2 lam sum_{j in L} R_kj.
 * Knapsack: cost-benefit greedy (largest gain / cost among tasks that still fit, positive gains
   only), then the best single task that fits if it is better (Khuller, Moss and Naor 1999).
 
-Guarantees (Das and Kempe 2011): if F is monotone on the sets involved, greedy reaches
-(1 - exp(-gamma)) * OPT for a cardinality budget and (1 - exp(-gamma)) / 2 * OPT for a knapsack,
-gamma being the submodularity ratio below. For R >= 0 (every redundancy() output) F is submodular
-and gamma = 1; only negative R_ij (complementary tasks) make gamma < 1.
+Guarantees, for F monotone on the sets involved: cardinality, F(greedy) >= (1 - exp(-gamma)) OPT
+(Das and Kempe 2011), gamma being the submodularity ratio below; knapsack, F(greedy) >=
+(1 - 1/e) / 2 * OPT when F is also submodular (Krause and Guestrin 2005), i.e. R >= 0 off the
+diagonal. For R >= 0 (every redundancy() output) F is submodular and gamma = 1; only negative R_ij
+(complementary tasks) make gamma < 1, and then no knapsack bound is claimed here.
 """
 
 import itertools
@@ -114,7 +115,9 @@ def submodularity_ratio(u_N, R_NxN, lam: float, budget, costs_N=None,
   gamma >= m / (m + lam (k - 1) r-) when m > 0, else 0 (no bound).
 
   'monotone' certifies F(L + x) >= F(L) for every |L| <= 2k - 1 (exactly, or by the same top-sum
-  bound), which the greedy guarantee needs; 'guarantee' is 1 - exp(-gamma), halved for a knapsack.
+  bound), which the greedy guarantee needs. 'guarantee' is 1 - exp(-gamma) for a cardinality
+  budget; for a knapsack, (1 - exp(-gamma)) / 2 if R >= 0 off the diagonal (gamma = 1), else 0.
+  'applies' is True when the premises hold (monotone, and submodular for a knapsack).
   """
   u, r = energy.check_problem(u_N, R_NxN, lam)
   n = u.size
@@ -154,8 +157,10 @@ def submodularity_ratio(u_N, R_NxN, lam: float, budget, costs_N=None,
     pairs = None
   gamma = min(max(gamma, 0.0), 1.0)
   guarantee = 1 - math.exp(-gamma)
-  return {'gamma': gamma, 'guarantee': guarantee / 2 if costs is not None else guarantee,
-          'kind': kind, 'monotone': monotone, 'k': k, 'pairs': pairs}
+  if costs is not None:
+    guarantee = guarantee / 2 if neg == 0 else 0.0
+  return {'gamma': gamma, 'guarantee': guarantee, 'kind': kind, 'monotone': monotone,
+          'applies': monotone and (costs is None or neg == 0), 'k': k, 'pairs': pairs}
 
 
 def restrict_mixture(w_N, S) -> np.ndarray:

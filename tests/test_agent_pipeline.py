@@ -1,0 +1,99 @@
+"""The Data Mixing Agent's commands on a tiny continual set-up: collect, train, deploy, resume, errors."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import continual_math
+from configs import models
+from experiments import agent as agent_lib
+from experiments import trainer as trainer_lib
+from experiments import continual
+from mixing.agent import dataset as dataset_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny(tmp_path):
+  config = continual_math.get_config()
+  c = config.continual
+  c.sources, c.targets = 'synthetic/copy', 'math/easy'
+  c.base_root = str(tmp_path / 'base')
+  c.base_steps, c.reweights, c.steps_per_reweight = 4, 3, 2
+  config.trajectories.num, config.trajectories.population = 4, 2
+  config.agent.bc_steps, config.agent.cql_steps = 5, 10
+  config.model = models.get_config('tiny')
+  config.seq_len, config.batch_size, config.eval_items = 32, 4, 2
+  config.data.num_train, config.data.num_heldout = 40, 10
+  return config
+
+
+@pytest.fixture(scope='module')
+def pipeline(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp('agent')
+  config = _tiny(tmp)
+  data = agent_lib.collect(config, str(tmp / 'T'), log=lambda *_: None)
+  agent_lib.train_agent(config, str(tmp / 'T'), str(tmp / 'A'), quiet=True)
+  return tmp, config, data
+
+
+def test_trajectories_record_every_reweighting_step(pipeline):
+  _, config, data = pipeline
+  assert data.num_trajectories == 4 and len(data) == 4 * 3
+  assert data.domain_names(0) == ['synthetic/copy', 'math/easy']
+  np.testing.assert_allclose(data.action_NxD.sum(1), 1.0, rtol=1e-5)
+  assert data.done_N.sum() == 4 and np.isfinite(data.reward_N).all()
+  assert data.meta['roles'] == {'synthetic/copy': 'source', 'math/easy': 'target'}
+
+
+def test_collection_resumes_by_round(pipeline, tmp_path):
+  tmp, config, data = pipeline
+  lines = []
+  again = agent_lib.collect(config, str(tmp / 'T'), log=lines.append)
+  assert lines == ['round 1/2: done before, kept', 'round 2/2: done before, kept']
+  np.testing.assert_array_equal(again.action_NxD, data.action_NxD)
+
+
+def test_deployed_agent_reweights_a_continual_run(pipeline):
+  tmp, config, _ = pipeline
+  cfg = continual.continual_config(config, quiet=True, **{'mixer.name': 'agent',
+                                                          'mixer.agent_dir': str(tmp / 'A')})
+  trainer = trainer_lib.Trainer(cfg, str(tmp / 'R'), quiet=True)
+  trainer.run()
+  updates = trainer_lib.metrics_lib.read_jsonl(str(tmp / 'R' / 'mixer.jsonl'))
+  assert [u['step'] for u in updates] == [0, 2, 4]
+  assert trainer.last_eval['eval/math/easy/loss'] < 10
+
+
+def test_train_agent_refuses_another_domain_space(pipeline, tmp_path):
+  tmp, config, _ = pipeline
+  config.continual.targets = 'math/medium'
+  config.domains = 'synthetic/copy,math/medium'
+  with pytest.raises(ValueError, match='trajectories: domain space'):
+    agent_lib.train_agent(config, str(tmp / 'T'), str(tmp_path / 'A2'), quiet=True)
+
+
+@pytest.mark.parametrize('args,message', [
+    (['-m', 'experiments.train', '--config=configs/continual_math.py',
+      '--config.mixer.name=agent', '--config.mixer.agent_dir=EMPTY'], "agent_dir: no trained agent"),
+    (['-m', 'experiments.train_agent', '--config=configs/continual_math.py',
+      '--trajectories=/no/such'], "dataset: no dataset directory at '/no/such/dataset'"),
+])
+def test_bad_agent_inputs_exit_2(tmp_path, args, message):
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  args = [a.replace('EMPTY', str(empty)) for a in args]
+  base = str(tmp_path / 'base')
+  proc = subprocess.run([sys.executable, *args, f'--workdir={tmp_path / "w"}',
+                         f'--config.continual.base_root={base}', '--config.continual.base_steps=2',
+                         '--config.model.d_model=32', '--config.model.num_heads=2',
+                         '--config.model.num_layers=1', '--config.model.d_ff=64',
+                         '--config.data.num_train=20', '--config.data.num_heldout=6',
+                         '--config.seq_len=32', '--config.batch_size=4', '--config.eval_items=1'],
+                        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert proc.returncode == 2 and lines and message in lines[-1], proc.stderr[-1500:]
+  assert len([l for l in lines if l.startswith('error:')]) == 1
