@@ -4,6 +4,7 @@ r"""Benchmarks that print tables (measured in one run; ratios where a comparison
   python -m experiments.bench --only=data      # sampler vs training throughput, 1,000 domains
   python -m experiments.bench --only=model     # tokens/s, FLOPs/token and MFU of the LMs
   python -m experiments.bench --only=population  # K=16 proxies: one population vs sequential
+  python -m experiments.bench --only=taskpgm   # JSD/PMI potentials for N=1,000 tasks; vs a loop
 """
 
 import importlib
@@ -13,7 +14,7 @@ from absl import flags
 from experiments import cli
 
 SECTIONS = {'data': 'experiments.bench_data', 'model': 'experiments.bench_model',
-            'population': 'experiments.bench_population'}
+            'population': 'experiments.bench_population', 'taskpgm': 'experiments.bench_taskpgm'}
 
 _ONLY = flags.DEFINE_list('only', list(SECTIONS), f'Sections to run, of {", ".join(SECTIONS)}.')
 
