@@ -158,13 +158,18 @@ def _math(name, seed, opts):
       answer_regex=GSM8K_ANSWER, max_decode_len=256)
 
 
+def _qa_domain(name, generate, seed, opts, prompt: str, max_decode_len: int, reword=lambda t: t):
+  """A domain of {'input', 'target'} items: documents are prompt + ' ' + target."""
+  as_prompt = lambda x: prompt.format(input=reword(x['input']))
+  return _items_domain(name, generate, seed, opts,
+                       to_doc=lambda x: Document(as_prompt(x), ' ' + x['target']),
+                       to_item=lambda x: Item(as_prompt(x), x['target']),
+                       max_decode_len=max_decode_len)
+
+
 def _bbh(name, seed, opts):
   task = name.split('/', 1)[1]
-  return _items_domain(
-      name, functools.partial(bbh_tasks.generate, task), seed, opts,
-      to_doc=lambda x: Document(BBH_PROMPT.format(input=x['input']), ' ' + x['target']),
-      to_item=lambda x: Item(BBH_PROMPT.format(input=x['input']), x['target']),
-      max_decode_len=48)
+  return _qa_domain(name, functools.partial(bbh_tasks.generate, task), seed, opts, BBH_PROMPT, 48)
 
 
 # rephrase/bbh/<task>: the same task's items in another phrasing, a near-duplicate for TaskPGM's pool.
@@ -187,12 +192,8 @@ def _rephrase(name, seed, opts):
     for old, new in _REPHRASINGS[task]:
       text = text.replace(old, new)
     return text
-  return _items_domain(
-      name, functools.partial(bbh_tasks.generate, task), seed, opts,
-      to_doc=lambda x: Document(REPHRASE_PROMPT.format(input=reword(x['input'])),
-                                ' ' + x['target']),
-      to_item=lambda x: Item(REPHRASE_PROMPT.format(input=reword(x['input'])), x['target']),
-      max_decode_len=48)
+  return _qa_domain(name, functools.partial(bbh_tasks.generate, task), seed, opts, REPHRASE_PROMPT,
+                    48, reword)
 
 
 def _noise_items(gen_seed, n):
@@ -208,11 +209,7 @@ def _noise_items(gen_seed, n):
 
 
 def _noise_qa(name, seed, opts):
-  return _items_domain(
-      name, _noise_items, seed, opts,
-      to_doc=lambda x: Document(BBH_PROMPT.format(input=x['input']), ' ' + x['target']),
-      to_item=lambda x: Item(BBH_PROMPT.format(input=x['input']), x['target']),
-      max_decode_len=16)
+  return _qa_domain(name, _noise_items, seed, opts, BBH_PROMPT, 16)
 
 
 SYNTHETIC = ('noise', 'easy', 'markov', 'copy')
