@@ -7,6 +7,7 @@
 """
 
 from configs import continual_math
+from configs import models
 
 
 def get_config():
@@ -18,4 +19,6 @@ def get_config():
   config.agent.bc_steps = 200  # behaviour-cloning steps
   config.agent.cql_steps = 800  # CQL steps
   config.eval_items = 4  # math items decoded at each evaluation
+  config.model = models.get_config('tiny')  # base, proxies and deployed run: d_model 64, 2 layers
+  config.batch_size = 8  # sequences per step (proxies and runs)
   return config

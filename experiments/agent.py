@@ -68,7 +68,8 @@ def _mean_train_loss(history, k):
     return np.where(tokens > 0, loss / tokens, np.nan)
 
 
-def collect_round(config, workdir, round_index, names, domains, space, base_params, base_eval):
+def collect_round(config, workdir, round_index, names, domains, space, base_params, base_eval,
+                  log=print):
   """One population of proxies, each following a random schedule; returns a TrajectoryWriter."""
   c, t = config.continual, config.trajectories
   rng = np.random.default_rng([config.seed, round_index])
@@ -103,6 +104,8 @@ def collect_round(config, workdir, round_index, names, domains, space, base_para
       pop.set_weights(m, schedules_PxKxD[m, step])
     history = pop.train_steps(c.steps_per_reweight)
     loss_PxD = pop.heldout_loss_KxD()
+    log(f'round {round_index + 1}: re-weighting step {step + 1}/{c.reweights}, mean held-out loss '
+        f'{np.nanmean(loss_PxD):.4f}')
     weights_now = schedules_PxKxD[:, step]
     train_loss = np.stack([_mean_train_loss(history, m) for m in range(p)])
     eval_metrics = [{f'eval/{n}/loss': float(v) for n, v in zip(names, loss_PxD[m])}
@@ -137,7 +140,7 @@ def collect(config, workdir: str, log=print) -> dataset_lib.Dataset:
       dataset_lib.check_domain_space(dataset_lib.load(path), names)
       log(f'round {r + 1}/{rounds}: done before, kept')
       continue
-    writer = collect_round(config, workdir, r, names, domains, space, base_params, base_eval)
+    writer = collect_round(config, workdir, r, names, domains, space, base_params, base_eval, log)
     writer.save(path, meta)
     returns = writer.dataset().returns_T
     log(f'round {r + 1}/{rounds}: {len(returns)} trajectories, return mean {returns.mean():+.4f} '

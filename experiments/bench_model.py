@@ -2,8 +2,13 @@
 
   python -m experiments.bench_model [--models quickstart,m13] [--steps 5]
 
-MFU = model FLOP/s (flops_per_token * tokens/s) / peak, where the peak is the
-best float32 FLOP/s of a jitted 2048x2048 `jnp.dot` measured in the same run.
+MFU = model FLOP/s (transformer.flops_per_token * tokens/s) / peak, where the
+peak is the float32 FLOP/s of a jitted 2048x2048 `jnp.dot` measured in the
+same run, right after each timed step. The machine may be shared, so the step
+time and the peak are each the best of their interleaved measurements (like
+`timeit`), and `cores` (process CPU seconds / wall seconds over the timed
+steps) shows how much of the 2 cores the run actually had: below ~1.8 the
+numbers were taken under contention.
 """
 
 import argparse
@@ -56,13 +61,10 @@ def fake_batch(batch: int, seq_len: int, num_domains: int, seed: int = 0):
 
 def bench_config(cfg: transformer.ModelConfig, batch: int, seq_len: int,
                  steps: int = 5, num_domains: int = 4, probe=None) -> dict:
-  """Times `steps` warm train steps, each followed by a matmul-peak probe.
-
-  The machine may be shared, so both the step time and the peak are taken as
-  the best of their `steps` interleaved measurements (like `timeit`).
-  """
+  """Times `steps` warm train steps, each followed by a matmul-peak probe."""
   probe = make_peak_probe() if probe is None else probe
   model = transformer.Transformer(cfg, rngs=nnx.Rngs(0))
+  params = transformer.param_count(model)
   tx = step_lib.make_optimizer(1e-3, 10, 1000)
   graphdef, state = step_lib.init_train_state(model, tx)
   mesh = sharding_lib.make_mesh(1, 1)
@@ -73,27 +75,28 @@ def bench_config(cfg: transformer.ModelConfig, batch: int, seq_len: int,
   data = jax.device_put(fake_batch(batch, seq_len, num_domains),
                         sharding_lib.batch_sharding(mesh))
   start = time.perf_counter()
-  state, metrics = train_step(state, data, None)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
-  state, metrics = train_step(state, data, None)  # One more warm-up step.
-  jax.block_until_ready(metrics)
-  times, peaks = [], []
+  for _ in range(2):  # Compile, then one more warm-up step.
+    state, metrics = train_step(state, data, None)
+    jax.block_until_ready(metrics)
+  warmup_s = time.perf_counter() - start
+  times, cpu_times, peaks = [], [], []
   for _ in range(steps):
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     state, metrics = train_step(state, data, None)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - start)
+    cpu_times.append(time.process_time() - cpu_start)
     peaks.append(probe())
   flops_per_token = transformer.flops_per_token(cfg, seq_len)
   tokens_per_s = batch * seq_len / min(times)
-  return {'params': transformer.param_count(model), 'seq_len': seq_len,
-          'batch': batch, 'step_s': min(times),
-          'step_s_median': float(np.median(times)), 'compile_s': compile_s,
-          'tokens_per_s': tokens_per_s, 'flops_per_token': flops_per_token,
+  return {'params': params, 'seq_len': seq_len, 'batch': batch,
+          'step_s': min(times), 'step_s_median': float(np.median(times)),
+          'warmup_s': warmup_s, 'tokens_per_s': tokens_per_s,
+          'flops_per_token': flops_per_token,
           'flops_per_s': flops_per_token * tokens_per_s,
           'peak_flops_per_s': max(peaks),
           'mfu': flops_per_token * tokens_per_s / max(peaks),
+          'cores': sum(cpu_times) / sum(times),
           'loss': float(metrics['loss'])}
 
 
@@ -112,15 +115,16 @@ def run(models=('quickstart', 'm13'), steps: int = 5, **overrides
 
 def format_table(rows: list[dict]) -> str:
   header = (f"{'model':<11}{'params':>11}{'seq':>5}{'batch':>6}"
-            f"{'step_s':>8}{'tok/s':>9}{'MFLOP/tok':>10}{'GFLOP/s':>9}"
-            f"{'peak':>7}{'MFU':>7}")
+            f"{'step_s':>8}{'tok/s':>8}{'MFLOP/tok':>10}{'GFLOP/s':>8}"
+            f"{'peak':>6}{'MFU':>7}{'cores':>6}")
   lines = [header]
   for r in rows:
     lines.append(
         f"{r['model']:<11}{r['params']:>11,}{r['seq_len']:>5}{r['batch']:>6}"
-        f"{r['step_s']:>8.3f}{r['tokens_per_s']:>9.0f}"
-        f"{r['flops_per_token'] / 1e6:>10.1f}{r['flops_per_s'] / 1e9:>9.1f}"
-        f"{r['peak_flops_per_s'] / 1e9:>7.0f}{r['mfu']:>7.1%}")
+        f"{r['step_s']:>8.3f}{r['tokens_per_s']:>8.0f}"
+        f"{r['flops_per_token'] / 1e6:>10.1f}{r['flops_per_s'] / 1e9:>8.1f}"
+        f"{r['peak_flops_per_s'] / 1e9:>6.0f}{r['mfu']:>7.1%}"
+        f"{r['cores']:>6.2f}")
   return '\n'.join(lines)
 
 
@@ -131,8 +135,8 @@ def main():
   args = parser.parse_args()
   rows = run(tuple(args.models.split(',')), args.steps)
   peak = max(r['peak_flops_per_s'] for r in rows)
-  print(f'jax {jax.__version__} on {jax.devices()[0].device_kind}; '
-        f'float32 jnp.dot 2048x2048 peak (best of interleaved probes): '
+  print(f'jax {jax.__version__}, {jax.device_count()} {jax.default_backend()}'
+        f' device(s); float32 jnp.dot 2048x2048 peak (best probe): '
         f'{peak / 1e9:.1f} GFLOP/s')
   print(format_table(rows))
 

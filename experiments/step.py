@@ -35,7 +35,11 @@ class TrainState(NamedTuple):
 
 def init_train_state(model: nnx.Module, tx: optax.GradientTransformation
                      ) -> tuple[nnx.GraphDef, TrainState]:
-  """Splits `model` and builds the initial TrainState."""
+  """Splits `model` and builds the initial TrainState.
+
+  The state's params share buffers with `model`: once a step that donates
+  the state has run, use `nnx.merge(graphdef, state.params)`, not `model`.
+  """
   graphdef, params = nnx.split(model)
   return graphdef, TrainState(jnp.zeros((), jnp.int32), params,
                               tx.init(params))
@@ -101,7 +105,7 @@ def train_step(graphdef: nnx.GraphDef, state: TrainState, batch: Batch,
              'domain_loss_D': domain_mean(aux['domain_loss_sum_D'],
                                           aux['domain_tokens_D']),
              'domain_tokens_D': aux['domain_tokens_D'],
-             'grad_norm': optax.global_norm(grads)}
+             'grad_norm': optax.tree.norm(grads)}
   return TrainState(state.step + 1, params, opt_state), metrics
 
 

@@ -2,10 +2,11 @@
 
 Each domain is an arm; its reward is its current training loss, importance-weighted by the probability
 it was sampled with (R_d = loss_d / pi_d), so rarely sampled domains are not under-credited. With K
-domains and exploration rate eps_t = min(1/K, sqrt(ln K / (K t))), decaying with the update count t:
+domains and exploration rate eps_t = min(1/K, sqrt(ln K / (K t))), decaying with the training step t:
   R_hat_d <- alpha * R_hat_d + (1 - alpha) * R_d     for domains seen since the last update
   pi = (1 - K eps_t) softmax(eps_t * R_hat) + eps_t
-alpha = 0 gives EXP3's plain cumulative sum... here `smoothing` is ODM's moving average of rewards.
+alpha (`smoothing`) is ODM's moving average of the rewards. ODM updates at every step; here it updates
+every `mixer.update_every` steps with the mean loss since the last update (1 gives the original).
 """
 
 import math
@@ -25,7 +26,7 @@ class ODM:
 
   def init(self, domains: Sequence[DomainInfo]):
     k = len(domains)
-    return {'rewards_D': np.zeros(k), 'updates': np.int64(0)}
+    return {'rewards_D': np.zeros(k)}
 
   @staticmethod
   def exploration(t: int, k: int) -> float:
@@ -34,14 +35,13 @@ class ODM:
   def update(self, state, observation: Observation):
     k = len(observation.weights_D)
     rewards_D = np.asarray(state['rewards_D'], np.float64).copy()
-    t = int(state['updates']) + 1
     seen_D = np.isfinite(observation.train_loss_D) & (observation.train_tokens_D > 0)
     reward_D = np.where(seen_D, np.nan_to_num(observation.train_loss_D) /
                         np.maximum(observation.weights_D, 1e-12), 0.0)
     a = self.smoothing
     rewards_D = np.where(seen_D, a * rewards_D + (1 - a) * reward_D, rewards_D)
-    eps = self.exploration(t, k)
+    eps = self.exploration(observation.step, k)
     logits_D = eps * rewards_D
     soft_D = np.exp(logits_D - logits_D.max())
     pi_D = (1 - k * eps) * soft_D / soft_D.sum() + eps
-    return {'rewards_D': rewards_D, 'updates': np.int64(t)}, pi_D / pi_D.sum()
+    return {'rewards_D': rewards_D}, pi_D / pi_D.sum()
