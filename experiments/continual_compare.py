@@ -134,8 +134,10 @@ def plot_agent_weights(run_dir: str, out: str):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   updates = metrics_lib.read_jsonl(os.path.join(run_dir, 'mixer.jsonl'))
   names = [k[len('mixture/'):] for k in updates[0] if k.startswith('mixture/')]
-  steps = [u['step'] for u in updates]
-  weights = np.array([[u[f'mixture/{n}'] for n in names] for u in updates]).T
+  with open(os.path.join(run_dir, 'summary.json')) as f:
+    last_step = json.load(f)['step']
+  steps = [u['step'] for u in updates] + [last_step]  # the last choice holds to the end of the run
+  weights = np.array([[u[f'mixture/{n}'] for n in names] for u in updates + updates[-1:]]).T
   fig, ax = plt.subplots(figsize=(7, 4))
   ax.stackplot(steps, weights, labels=names, step='post')
   ax.set_xlabel('step')
