@@ -136,17 +136,24 @@ def format_table(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+def report(models=('quickstart', 'm13'), steps: int = 5) -> str:
+  """The table `python -m experiments.bench --only=model` prints (target: m13 MFU >= 50%)."""
+  rows = run(tuple(models), steps)
+  peak = rows[0]['peak_flops_per_s']
+  m13 = [r for r in rows if r['model'] == 'm13']
+  verdict = (f'\nm13 MFU {m13[0]["mfu"]:.1%} (target >= 50%: '
+             f'{"OK" if m13[0]["mfu"] >= 0.5 else "MISSED"})' if m13 else '')
+  return (f'## model (jax {jax.__version__}, {jax.device_count()} {jax.default_backend()} '
+          f'device(s); float32 jnp.dot 2048x2048 peak, best probe in this run: '
+          f'{peak / 1e9:.1f} GFLOP/s)\n{format_table(rows)}{verdict}')
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--models', default='quickstart,m13')
   parser.add_argument('--steps', type=int, default=5)
   args = parser.parse_args()
-  rows = run(tuple(args.models.split(',')), args.steps)
-  peak = rows[0]['peak_flops_per_s']
-  print(f'jax {jax.__version__}, {jax.device_count()} {jax.default_backend()}'
-        f' device(s); float32 jnp.dot 2048x2048 peak (best probe): '
-        f'{peak / 1e9:.1f} GFLOP/s')
-  print(format_table(rows))
+  print(report(tuple(args.models.split(',')), args.steps))
 
 
 if __name__ == '__main__':
