@@ -32,6 +32,8 @@ def main(argv):
   except trainer_lib.NonFiniteLossError as e:
     print(f'error: {e}', flush=True)
     raise SystemExit(1) from None
+  except ValueError as e:  # e.g. a mixer's bad output (an agent's non-finite weights)
+    cli.fail(e)
   print(trainer.table())
 
 
