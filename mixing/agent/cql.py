@@ -296,8 +296,7 @@ def train(dataset: dataset_lib.Dataset, steps: int, bc_steps: int, seed: int,
   checkpointer = None
   if checkpoint_dir:
     checkpointer = checkpoint_lib.Checkpointer(checkpoint_dir, keep=2)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                            state)
+    abstract = checkpoint_lib.abstract_of(state)
     restored = checkpointer.restore_latest(abstract)
     if restored is not None:
       start, state, meta = restored

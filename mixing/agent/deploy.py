@@ -65,8 +65,7 @@ def load_agent(agent_dir: str) -> tuple[policy_lib.Policy, dict]:
                        f'{features.FEATURE_VERSION}')
     graphdef, params = nnx.split(policy_lib.Policy(policy_lib.PolicyConfig(**meta['policy']),
                                                    rngs=nnx.Rngs(0)))
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                            params)
+    abstract = checkpoint_lib.abstract_of(params)
     params = manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract)))['params']
   finally:
