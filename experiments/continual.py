@@ -74,16 +74,22 @@ def ensure_base(config, quiet: bool = False, spec=None) -> str:
   return folder
 
 
-def continual_config(config, quiet: bool = False, **overrides) -> ml_collections.ConfigDict:
-  """A continual run from the base model (trained first if needed), with overrides applied."""
+def with_overrides(config, overrides: dict) -> ml_collections.ConfigDict:
+  """A copy of config with {'a.b': value} overrides set."""
   cfg = ml_collections.ConfigDict(config.to_dict())
-  cfg.init_from = ensure_base(config, quiet=quiet)
   for dotted, value in overrides.items():
     node = cfg
     *path, last = dotted.split('.')
     for part in path:
       node = node[part]
     node[last] = value
+  return cfg
+
+
+def continual_config(config, quiet: bool = False, **overrides) -> ml_collections.ConfigDict:
+  """A continual run from the base model (trained first if needed), with overrides applied."""
+  cfg = with_overrides(config, overrides)
+  cfg.init_from = ensure_base(config, quiet=quiet)
   return cfg
 
 

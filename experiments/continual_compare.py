@@ -69,13 +69,7 @@ def run_and_score(config, workdir: str, log=print, **overrides) -> dict:
 
 
 def _variant(config, **changes) -> ml_collections.ConfigDict:
-  cfg = ml_collections.ConfigDict(config.to_dict())
-  for dotted, value in changes.items():
-    node = cfg
-    *path, last = dotted.split('.')
-    for part in path:
-      node = node[part]
-    node[last] = value
+  cfg = continual.with_overrides(config, changes)
   cfg.domains = cfg.continual.sources + ',' + cfg.continual.targets
   return cfg
 

@@ -120,13 +120,7 @@ class Population:
 
   def heldout_loss_KxD(self) -> np.ndarray:
     """Every member's mean held-out loss per domain."""
-    loss_sum, tokens = 0.0, 0.0
-    for batch in self.eval_set:
-      out = jax.device_get(self._eval(self.state.params, batch))
-      loss_sum = loss_sum + np.asarray(out['domain_loss_sum_D'], np.float64)
-      tokens = tokens + np.asarray(out['domain_tokens_D'], np.float64)
-    with np.errstate(invalid='ignore', divide='ignore'):
-      return np.where(tokens > 0, loss_sum / tokens, np.nan)
+    return evaluate_lib.heldout_loss(self._eval, self.state.params, self.eval_set)
 
   def params(self, k: int):
     return member(self.state.params, k)
