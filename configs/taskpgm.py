@@ -27,11 +27,18 @@ def get_config():
   config.taskpgm.base_root = '/tmp/mixlab_base'  # base models are cached here, by their config
   config.taskpgm.single_task_steps = 60  # steps of each single-task fine-tune (one population)
   config.taskpgm.probes = 64  # P probe inputs, drawn from the validation parts
-  config.taskpgm.unary = 'val_loss'  # u_i: 'val_loss' (validation NLL gain), 'size' (log tokens)
+  # u_i, each task's utility measured on the validation parts only, scaled to max |u| = 1:
+  # 'val_acc' (single-task model's exact-match gain over the base, averaged over the suites),
+  # 'val_loss' (its answer-token NLL gain, same averaging), 'size' (log10 of its training tokens).
+  config.taskpgm.unary = 'val_acc'
   config.taskpgm.redundancy = 'jsd'  # R for mixture.json: 'jsd' (1 - JSD/ln 2) or 'pmi' (max(PMI,0))
-  config.taskpgm.lam = 0.5  # weight of the pairwise redundancy
+  # Keep R's diagonal (a task is redundant with itself: R_ii = 1 for JSD, the self-PMI for PMI).
+  # False is the pairwise-only energy (sum over i != j), which concentrates on one task when every
+  # pair shares some behaviour (see mixing/taskpgm/energy.py).
+  config.taskpgm.self_redundancy = True
+  config.taskpgm.lam = 1.0  # weight of the redundancy
   config.taskpgm.tau = 0.1  # entropy weight (tau > 0 spreads the mixture)
-  config.taskpgm.budget = 6  # tasks the discrete greedy variant may pick
+  config.taskpgm.budget = 6  # tasks the discrete greedy variant may pick (its lam is lam / budget)
   config.taskpgm.temperature = 2.0  # the temperature-sampling baseline's T
   config.taskpgm.finetune_steps = 150  # the same fine-tuning budget for every mixture
 

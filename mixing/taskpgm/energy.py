@@ -1,19 +1,24 @@
 """TaskPGM energy on the simplex and its continuous minimizers.
 
-  E(w) = -sum_i u_i w_i + lam * sum_{i != j} R_ij w_i w_j + tau * sum_i w_i log w_i
+  E(w) = -sum_i u_i w_i + lam * sum_{i, j} R_ij w_i w_j + tau * sum_i w_i log w_i
 
-R is symmetric; its diagonal never enters (it is zeroed on input), lam >= 0 and tau >= 0. The
-gradient is g = -u + 2 lam R w + tau (log w + 1).
+R is symmetric, lam >= 0 and tau >= 0. The gradient is g = -u + 2 lam R w + tau (log w + 1).
+R's diagonal is each task's redundancy with itself. redundancy(..., self_term=False) zeroes it,
+which is the pairwise-only energy (sum over i != j); self_term=True keeps R_ii (1 for JSD, the
+self-PMI for PMI), so putting w_i on one task costs lam R_ii w_i^2 like a duplicate of it would.
 
 Stopping rule (every solver): the Frank-Wolfe gap  res(w) = sum_j w_j g_j - min_i g_i >= 0.
 It is 0 exactly at KKT points of the simplex-constrained problem, and it dominates both
 max_i w_i |g_i - gbar| and max_i (gbar - g_i)_+ (gbar = w.g), so zero-weight coordinates whose
 gradient says "come back in" are caught too; when E is convex, E(w) - min E <= res(w).
 
-Caveat: with tau = 0 and R >= 0 (every redundancy() output) the minimizer is the vertex at argmax u:
-every mixture pays a nonnegative redundancy and -u.w >= -max u. Mixtures need tau > 0 (or R < 0
-somewhere). Zero diagonal also means the quadratic is never convex along edges e_i - e_j with
-R_ij > 0, so for small tau the energy can have several local minima; all solvers here except
+Caveat (zero diagonal): with tau = 0 and R >= 0 the minimizer is the vertex at argmax u: every
+mixture pays a nonnegative redundancy and -u.w >= -max u, so with all-positive potentials (tasks
+sharing an answer format) the pairwise-only energy concentrates on one task unless tau is large.
+Zero diagonal also means the quadratic is never convex along edges e_i - e_j with R_ij > 0, so for
+small tau the energy can have several local minima. With the self term the quadratic is convex
+whenever R is positive semidefinite (nearly so for 1 - JSD / ln 2, a similarity with unit
+diagonal), and redundancy then spreads weight across unrelated tasks. All solvers here except
 exact_qp's enumeration return a KKT point, not a certified global minimum.
 """
 
@@ -28,8 +33,9 @@ import numpy as np
 from mixing.taskpgm import potentials
 
 
-def check_problem(u_N, R_NxN, lam: float, tau: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-  """Validates (u, R, lam, tau); returns u and R as float64, R symmetrized with a zero diagonal."""
+def check_problem(u_N, R_NxN, lam: float, tau: float = 0.0,
+                  zero_diagonal: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """Validates (u, R, lam, tau); returns u and R as float64, R symmetrized (diagonal zeroed if asked)."""
   for name, value in (('lam', lam), ('tau', tau)):
     if not (isinstance(value, (int, float, np.number)) and math.isfinite(value) and value >= 0):
       raise ValueError(f'taskpgm.{name}: must be >= 0, got {value!r}')
@@ -46,12 +52,17 @@ def check_problem(u_N, R_NxN, lam: float, tau: float = 0.0) -> tuple[np.ndarray,
   if asym > 1e-8 * max(1.0, float(np.abs(r).max())):
     raise ValueError(f'taskpgm.R_NxN: must be symmetric, got max |R - R^T| = {asym:.3g}')
   r = (r + r.T) / 2
-  np.fill_diagonal(r, 0.0)
+  if zero_diagonal:
+    np.fill_diagonal(r, 0.0)
   return u, r
 
 
-def redundancy(kind: str, jsd_NxN=None, pmi_NxN=None) -> np.ndarray:
-  """R from a potential: 'jsd' -> 1 - JSD / ln 2, in [0, 1]; 'pmi' -> max(PMI, 0). Zero diagonal."""
+def redundancy(kind: str, jsd_NxN=None, pmi_NxN=None, self_term: bool = False) -> np.ndarray:
+  """R from a potential: 'jsd' -> 1 - JSD / ln 2, in [0, 1]; 'pmi' -> max(PMI, 0).
+
+  The diagonal is zero (the pairwise-only energy) unless self_term, which keeps R_ii: 1 for JSD
+  (JSD_ii = 0) and max(PMI_ii, 0), a task's agreement with itself, for PMI.
+  """
   if kind not in ('jsd', 'pmi'):
     raise ValueError(f"taskpgm.kind: must be 'jsd' or 'pmi', got {kind!r}")
   name, value = ('jsd_NxN', jsd_NxN) if kind == 'jsd' else ('pmi_NxN', pmi_NxN)
@@ -62,7 +73,10 @@ def redundancy(kind: str, jsd_NxN=None, pmi_NxN=None) -> np.ndarray:
     raise ValueError(f'taskpgm.{name}: expected a finite square matrix, got shape {m.shape}')
   r = 1.0 - m / potentials.LN2 if kind == 'jsd' else np.maximum(m, 0.0)
   r = np.clip((r + r.T) / 2, 0.0, None)
-  np.fill_diagonal(r, 0.0)
+  if kind == 'jsd':
+    np.fill_diagonal(r, 1.0)
+  if not self_term:
+    np.fill_diagonal(r, 0.0)
   return r
 
 
@@ -202,7 +216,7 @@ def _kkt_residual(w, u, r, lam) -> float:
 def exact_qp(u_N, R_NxN, lam: float, max_enum_n: int = 14) -> tuple[np.ndarray, dict]:
   """tau = 0: minimizes -u.w + lam w^T R w on the simplex (R may be indefinite).
 
-  * R >= 0 off the diagonal: the vertex at argmax u, exactly (see the module docstring).
+  * R >= 0 off the diagonal and zero on it: the vertex at argmax u, exactly (module docstring).
   * N <= max_enum_n: enumerates every support S; on each, solves the KKT system
     [2 lam R_SS, -1; 1^T, 0] [w_S; mu] = [u_S; 1] and keeps the best feasible (w_S >= 0) solution.
     Exact: a minimizer of least support lies in its face's relative interior, where the reduced
@@ -217,11 +231,12 @@ def exact_qp(u_N, R_NxN, lam: float, max_enum_n: int = 14) -> tuple[np.ndarray, 
   u, r = check_problem(u_N, R_NxN, lam, 0.0)
   n = u.size
   off = r[~np.eye(n, dtype=bool)]
-  if n == 1 or lam == 0 or (off >= 0).all():
+  if n == 1 or lam == 0 or ((off >= 0).all() and not np.diag(r).any()):
     w = np.eye(n)[int(np.argmax(u))]
     method = 'vertex'
   elif n <= max_enum_n:
-    w, best = np.eye(n)[int(np.argmax(u))], -float(np.max(u))
+    vertex_E = -u + lam * np.diag(r)  # supports of size 1
+    w, best = np.eye(n)[int(np.argmin(vertex_E))], float(np.min(vertex_E))
     for size in range(2, n + 1):
       s_CxS = np.array(list(itertools.combinations(range(n), size)))
       k_CxMxM = np.zeros((len(s_CxS), size + 1, size + 1))

@@ -1,6 +1,6 @@
 """TaskPGM's budgeted discrete variant: pick a task subset S by greedy maximization of
 
-  F(S) = sum_{i in S} u_i - lam * sum_{i != j in S} R_ij        (F(empty) = 0)
+  F(S) = sum_{i in S} u_i - lam * sum_{i != j in S} R_ij        (F(empty) = 0; R's diagonal unused)
 
 under a cardinality budget (at most k tasks) or a token budget (costs c_i, sum_{i in S} c_i <= B).
 The marginal gain of k given L is u_k - 2 lam sum_{j in L} R_kj.
@@ -43,14 +43,14 @@ def _check_budget(budget, costs_N, n: int):
 
 def value(S, u_N, R_NxN, lam: float) -> float:
   """F(S)."""
-  u, r = energy.check_problem(u_N, R_NxN, lam)
+  u, r = energy.check_problem(u_N, R_NxN, lam, zero_diagonal=True)
   idx = np.asarray(list(S), int)
   return float(u[idx].sum() - lam * r[np.ix_(idx, idx)].sum())
 
 
 def greedy_select(u_N, R_NxN, lam: float, budget, costs_N=None) -> tuple[list, float]:
   """Greedy maximization of F; returns (selected task indices in selection order, F(S))."""
-  u, r = energy.check_problem(u_N, R_NxN, lam)
+  u, r = energy.check_problem(u_N, R_NxN, lam, zero_diagonal=True)
   max_tasks, costs, tokens = _check_budget(budget, costs_N, u.size)
   chosen, penalty_N, spent = [], np.zeros(u.size), 0.0
   free_N = np.ones(u.size, bool)
@@ -78,7 +78,7 @@ def greedy_select(u_N, R_NxN, lam: float, budget, costs_N=None) -> tuple[list, f
 def brute_force_best(u_N, R_NxN, lam: float, budget, costs_N=None, max_n: int = 20
                      ) -> tuple[list, float]:
   """The best feasible subset by enumeration (the empty set included), for tests; N <= max_n."""
-  u, r = energy.check_problem(u_N, R_NxN, lam)
+  u, r = energy.check_problem(u_N, R_NxN, lam, zero_diagonal=True)
   max_tasks, costs, tokens = _check_budget(budget, costs_N, u.size)
   if u.size > max_n:
     raise ValueError(f'taskpgm.u_N: brute force needs N <= {max_n}, got {u.size}')
@@ -119,7 +119,7 @@ def submodularity_ratio(u_N, R_NxN, lam: float, budget, costs_N=None,
   budget; for a knapsack, (1 - exp(-gamma)) / 2 if R >= 0 off the diagonal (gamma = 1), else 0.
   'applies' is True when the premises hold (monotone, and submodular for a knapsack).
   """
-  u, r = energy.check_problem(u_N, R_NxN, lam)
+  u, r = energy.check_problem(u_N, R_NxN, lam, zero_diagonal=True)
   n = u.size
   k, costs, _ = _check_budget(budget, costs_N, n)
   off_N = ~np.eye(n, dtype=bool)
