@@ -17,6 +17,7 @@ Training: behaviour cloning on the best trajectories, then conservative Q-learni
 import os
 import shutil
 
+import jax
 import numpy as np
 
 from experiments import continual
@@ -76,7 +77,9 @@ def collect_round(config, workdir, round_index, names, domains, space, base_para
   schedules_PxKxD = random_schedules(config, names, continual.roles(config), rng)
   seeds = [config.seed + 1000 * (round_index + 1) + m for m in range(t.population)]
   work = os.path.join(workdir, 'rounds', f'round_{round_index:03d}.work')
-  shutil.rmtree(work, ignore_errors=True)  # rounds are atomic: an interrupted one starts over
+  if jax.process_index() == 0:  # with several processes, one clears and writes what all of them read
+    shutil.rmtree(work, ignore_errors=True)  # rounds are atomic: an interrupted one starts over
+  runtime.barrier(f'collect.round_{round_index}.cleared')
   pop = population_lib.Population(config, work, schedules_PxKxD[:, 0], seeds, domains=domains,
                                   init_params=base_params, quiet=True)
   p = t.population
@@ -114,7 +117,9 @@ def collect_round(config, workdir, round_index, names, domains, space, base_para
   for m in range(p):
     writer.add(names, continual.roles(config), np.stack(feats[m]), np.stack(globals_[m]),
                schedules_PxKxD[m], np.array(rewards[m]))
-  shutil.rmtree(work, ignore_errors=True)
+  runtime.barrier(f'collect.round_{round_index}.trained')
+  if jax.process_index() == 0:
+    shutil.rmtree(work, ignore_errors=True)
   return writer
 
 
@@ -141,14 +146,18 @@ def collect(config, workdir: str, log=print) -> dataset_lib.Dataset:
       log(f'round {r + 1}/{rounds}: done before, kept')
       continue
     writer = collect_round(config, workdir, r, names, domains, space, base_params, base_eval, log)
-    writer.save(path, meta)
+    if jax.process_index() == 0:
+      writer.save(path, meta)
+    runtime.barrier(f'collect.round_{r}.saved')
     returns = writer.dataset().returns_T
     log(f'round {r + 1}/{rounds}: {len(returns)} trajectories, return mean {returns.mean():+.4f} '
         f'best {returns.max():+.4f}')
   merged = dataset_lib.TrajectoryWriter()
   for r in range(rounds):
     merged.add_dataset(dataset_lib.load(os.path.join(workdir, 'rounds', f'round_{r:03d}')))
-  merged.save(os.path.join(workdir, 'dataset'), meta)
+  if jax.process_index() == 0:
+    merged.save(os.path.join(workdir, 'dataset'), meta)
+  runtime.barrier('collect.dataset.saved')
   return dataset_lib.load(os.path.join(workdir, 'dataset'))
 
 

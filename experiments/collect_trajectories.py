@@ -7,10 +7,12 @@ import json
 import os
 
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from experiments import agent
 from experiments import cli
+from experiments import distributed
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Continual config, e.g. '
                                           'configs/continual_math.py.')
@@ -19,12 +21,15 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the trajectories go.', re
 
 def main(argv):
   del argv
+  distributed.initialize()
   if _CONFIG.value is None or 'continual' not in _CONFIG.value:
     cli.fail('config: give --config=FILE with a `continual` section (configs/continual_math.py)')
   try:
     dataset = agent.collect(_CONFIG.value, _WORKDIR.value)
   except ValueError as e:
     cli.fail(e)
+  if jax.process_index() != 0:  # the others trained their share of the proxies; one reports
+    return
   print(f'{dataset.num_trajectories} trajectories ({len(dataset)} transitions) in '
         f'{os.path.join(_WORKDIR.value, "dataset")}')
   with open(os.path.join(_WORKDIR.value, 'collection.json'), 'w') as f:

@@ -73,7 +73,7 @@ def doremi_mixture(config, workdir: str, names, domains, quiet: bool = True) -> 
                                o.clip_norm, o.b1, o.b2)
   step = jax.jit(functools.partial(doremi.dro_step, proxy.graphdef, tx=tx,
                                    num_domains=len(names), eta=c.eta, smoothing=c.smoothing))
-  state = population_lib.member(proxy.state, 0)
+  state = proxy.member_state(0)
   ref_params = reference.params(0)
   alpha_D = np.full(len(names), 1.0 / len(names))
   alpha_sum_D = np.zeros(len(names))
@@ -115,6 +115,8 @@ def _write_regmix_csvs(workdir, names, mixtures_NxD, loss_NxD):
       f.write(','.join(['index'] + header) + '\n')
       for i, row in enumerate(rows, 1):
         f.write(','.join([str(i)] + [repr(float(v)) for v in row]) + '\n')
+  if jax.process_index() != 0:  # every process has the same rows; one writes them
+    return
   write(os.path.join(workdir, 'mixtures.csv'), [f'train_{n}' for n in names], mixtures_NxD)
   write(os.path.join(workdir, 'losses.csv'), [f'eval/{n}/loss' for n in names], loss_NxD)
 

@@ -5,7 +5,8 @@ weights[k] (same init, same sampler stream), to float tolerance. Each member dra
 own weights; batches stack to K x B x L. The member axis of the state and the batch is sharded over the
 mesh's data axis when K divides by it. Checkpoints hold the stacked state and every member's sampler;
 metrics go to WORKDIR/member_KKK/metrics.jsonl. RegMix proxies, agent trajectories and TaskPGM's
-single-task fine-tunes all train this way.
+single-task fine-tunes all train this way. Under several processes, every process draws every member's
+batch (they are small), and what host code reads (metrics, losses, one member) comes back replicated.
 """
 
 import functools
@@ -14,6 +15,7 @@ import os
 from flax import nnx
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -37,6 +39,13 @@ def grouped_vmap(fn, k: int, group: int):
   split = lambda tree: jax.tree.map(lambda x: x.reshape((k // group, group) + x.shape[1:]), tree)
   merge = lambda tree: jax.tree.map(lambda x: x.reshape((k,) + x.shape[2:]), tree)
   return lambda *args: merge(jax.lax.map(lambda a: jax.vmap(fn)(*a), tuple(map(split, args))))
+
+
+def host_copy(x) -> np.ndarray:
+  """The whole value of a (possibly global) array as numpy, on every process."""
+  if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+    return multihost_utils.process_allgather(x)
+  return np.asarray(x)
 
 
 def stack(trees):
@@ -69,6 +78,10 @@ class Population:
     o = config.optimizer
     tx = step_lib.make_optimizer(o.learning_rate, o.warmup_steps, config.steps, o.weight_decay,
                                  o.clip_norm, o.b1, o.b2)
+    if init_params is not None and jax.process_count() > 1:
+      # device_put cannot move arrays committed to devices (a restored base model) onto a mesh that
+      # spans processes: every member starts from a host copy instead.
+      init_params = jax.tree.map(host_copy, init_params)
     states = []
     for s in seeds_K:
       model = transformer.Transformer(cfg, rngs=nnx.Rngs(int(s)))
@@ -79,6 +92,9 @@ class Population:
     mesh = runtime.make_mesh(config)
     axis = 'data' if self.k % mesh.shape['data'] == 0 else None
     self.member_sharding = NamedSharding(mesh, PartitionSpec(axis))
+    # Metrics, losses and single members come back replicated: with several processes, a member-sharded
+    # array has members on other hosts' devices, which this process can neither read nor feed to a jit.
+    self.replicated = NamedSharding(mesh, PartitionSpec())
     self.state = jax.device_put(stack(states), self.member_sharding)
     d = len(self.names)
     train = functools.partial(step_lib.train_step, self.graphdef, tx=tx, num_domains=d)
@@ -86,9 +102,9 @@ class Population:
     # smaller tensors stay in cache, measured 1.3x faster than vmapping all 16 tiny members at once.
     group = MEMBER_GROUP if axis is None and self.k % MEMBER_GROUP == 0 else self.k
     self._train = jax.jit(grouped_vmap(lambda s, b: train(s, b, None), self.k, group),
-                          donate_argnums=(0,))
+                          out_shardings=(self.member_sharding, self.replicated), donate_argnums=(0,))
     evaluate = functools.partial(step_lib.eval_step, self.graphdef, num_domains=d)
-    self._eval = jax.jit(jax.vmap(evaluate, in_axes=(0, None)))
+    self._eval = jax.jit(jax.vmap(evaluate, in_axes=(0, None)), out_shardings=self.replicated)
     self.eval_set = evaluate_lib.heldout_batches(self.domains, config.eval_batches,
                                                  config.batch_size)
     self.checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
@@ -123,7 +139,11 @@ class Population:
     return evaluate_lib.heldout_loss(self._eval, self.state.params, self.eval_set)
 
   def params(self, k: int):
-    return member(self.state.params, k)
+    return self.member_state(k).params
+
+  def member_state(self, k: int):
+    """Member k's train state, replicated on every device of the mesh (of every process)."""
+    return jax.jit(functools.partial(member, k=k), out_shardings=self.replicated)(self.state)
 
   # --- the whole run, with checkpoints -----------------------------------------------------------
   def _meta(self):

@@ -1,6 +1,8 @@
 """Run set-up shared by the trainer, populations and offline methods: domains, mesh, global batches."""
 
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 
 from mixing.data import domains as domains_lib
 from mixing.data import load as load_lib
@@ -10,6 +12,12 @@ from models import sharding as sharding_lib
 def make_mesh(config) -> jax.sharding.Mesh:
   model = config.mesh.model
   data = config.mesh.data if config.mesh.data > 0 else jax.device_count() // model
+  if jax.process_count() > 1 and data * model != jax.device_count():
+    # A mesh over the first data x model devices would leave some processes without a device of it:
+    # they could neither hold their rows of the batch nor take part in the step.
+    raise ValueError(f'mesh.data: {config.mesh.data} x mesh.model {model} must use all '
+                     f'{jax.device_count()} devices of the {jax.process_count()} processes '
+                     '(mesh.data=-1 does)')
   return sharding_lib.make_mesh(data, model)
 
 
@@ -26,13 +34,45 @@ def load_run_domains(config):
   return names, weights, packed
 
 
+def process_rows(mesh, batch_size: int) -> np.ndarray:
+  """The global batch rows this process feeds: those its devices hold, ascending.
+
+  Usually block p of P equal blocks for process p, but a device order that interleaves hosts gives
+  other rows, and a model axis spanning hosts makes two processes hold (and feed) the same rows;
+  make_array_from_process_local_data takes exactly these rows, in this order.
+  """
+  index_map = sharding_lib.batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
+  return np.array(sorted({row for index in index_map.values()
+                          for row in range(*index[0].indices(batch_size))}), np.int64)
+
+
 def to_global(mesh, batch):
-  """This process's rows -> global arrays sharded over the data axis."""
+  """This process's rows (`process_rows`) -> global arrays sharded over the data axis."""
   sharding = sharding_lib.batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-def local_rows(batch):
-  n = len(batch['domain_B']) // jax.process_count()
-  lo = jax.process_index() * n
-  return {k: v[lo:lo + n] for k, v in batch.items()}
+def from_process_0(x_D: np.ndarray) -> np.ndarray:
+  """`x_D` as process 0 has it, on every process, bit for bit (a no-op with one process).
+
+  Host-side decisions such as a mixer's weights must be identical on every process, or their samplers
+  would draw different global batches; a regression or a network may differ in its last bits between
+  hosts. The bytes travel as uint8, so JAX's 32-bit default cannot round float64 values.
+  """
+  x_D = np.asarray(x_D)
+  if jax.process_count() == 1:
+    return x_D
+  raw = multihost_utils.broadcast_one_to_all(np.frombuffer(x_D.tobytes(), np.uint8))
+  return np.frombuffer(np.asarray(raw, np.uint8).tobytes(), x_D.dtype).reshape(x_D.shape)
+
+
+def barrier(name: str) -> None:
+  """Waits until every process gets here (a no-op with one), e.g. to read what process 0 wrote."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def local_rows(mesh, batch):
+  """This process's rows of a global batch (e.g. a held-out batch every process builds whole)."""
+  rows = process_rows(mesh, len(batch['domain_B']))
+  return {k: v[rows] for k, v in batch.items()}

@@ -81,7 +81,7 @@ class Trainer:
                                                  config.batch_size)
     self.sampler = sampler_lib.MixtureSampler(
         [d.train for d in self.domains], self.names, weights, config.batch_size, config.seed,
-        jax.process_index(), jax.process_count())
+        local_rows=runtime.process_rows(self.mesh, config.batch_size))
     self.mixer = offline.build_mixer(config, workdir, self.names, weights, self.domains,
                                      self.quiet)
     infos = [mixer_lib.DomainInfo(d.name, d.train.num_tokens) for d in self.domains]
@@ -126,13 +126,15 @@ class Trainer:
 
   def _update_mixer(self):
     self.mixer_state, weights = self.mixer.update(self.mixer_state, self.observation())
+    if jax.process_count() > 1:  # every process samples by process 0's choice (and checkpoints it)
+      weights = runtime.from_process_0(sampler_lib.validate_weights(weights, self.names))
     weights = self.sampler.set_weights(weights)
     self.mixer_log.write(self.step, {f'mixture/{n}': w for n, w in zip(self.names, weights)})
     self.since_update = _Sums.zeros(len(self.names))
 
   def evaluate(self) -> dict[str, float]:
     params = self.state.params
-    batches = [runtime.local_rows(b) for b in self.eval_set]
+    batches = [runtime.local_rows(self.mesh, b) for b in self.eval_set]
     loss_D = evaluate_lib.heldout_loss(self.eval_fn, params, batches,
                                        lambda b: runtime.to_global(self.mesh, b))
     out = {f'eval/{name}/loss': float(v) for name, v in zip(self.names, loss_D)}
@@ -216,8 +218,12 @@ class Trainer:
     return self.last_eval
 
   def _write_summary(self):
-    if jax.process_index() != 0:
-      return
+    if jax.process_index() == 0:
+      self._write_summary_file()
+    # When run() returns, summary.json exists for every process: callers test it to skip finished runs.
+    runtime.barrier(f'trainer.summary.{self.step}')
+
+  def _write_summary_file(self):
     summary = {'step': self.step, 'domains': self.names, 'eval': self.last_eval,
                'weights': self.sampler.weights_D.tolist(), 'realized':
                {k: v.tolist() for k, v in self.sampler.realized().items()}}

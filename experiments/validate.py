@@ -54,8 +54,7 @@ def check_config(config: ml_collections.ConfigDict):
 
 
 def check_batch(config, data_devices: int):
-  import jax  # pylint: disable=g-import-not-at-top
-  per = data_devices * jax.process_count() if jax.process_count() > 1 else data_devices
-  if config.batch_size % per:
-    raise ValueError(f'batch_size: {config.batch_size} is not divisible by the {per} data-parallel '
-                     'devices')
+  """`data_devices`: the mesh's data axis, over all processes (each feeds the rows of its devices)."""
+  if config.batch_size % data_devices:
+    raise ValueError(f'batch_size: {config.batch_size} is not divisible by the {data_devices} '
+                     'data-parallel devices (of all processes)')

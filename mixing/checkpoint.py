@@ -11,6 +11,7 @@ import shutil
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -73,6 +74,8 @@ class Checkpointer:
     if jax.process_index() == 0 and os.path.exists(path):
       shutil.move(path, os.path.join(os.path.dirname(self.directory),
                                      f'corrupt_checkpoint_{step}'))
+    if jax.process_count() > 1:  # the others must not list the steps again before it is moved
+      multihost_utils.sync_global_devices(f'checkpoint.set_aside.{step}')
     self._manager.reload()
 
   def close(self):

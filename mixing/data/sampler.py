@@ -67,13 +67,16 @@ class MixtureSampler:
   """Draws global batches of packed rows from domain sources; see the module docstring."""
 
   def __init__(self, sources: Sequence, names: Sequence[str], weights, global_batch_size: int,
-               seed: int = 0, process_index: int = 0, process_count: int = 1):
+               seed: int = 0, process_index: int = 0, process_count: int = 1,
+               local_rows: Sequence[int] | None = None):
+    """`local_rows`: the global batch rows this process reads, ascending (default: block
+    `process_index` of `process_count` equal blocks); a device mesh may assign other sets."""
     if len(sources) != len(names) or not names:
       raise ValueError(f'domains: need one source per name, got {len(sources)} for {len(names)}')
     for name, source in zip(names, sources):
       if len(source) == 0:
         raise ValueError(f'domain {name!r}: empty (no sequences)')
-    if global_batch_size <= 0 or global_batch_size % process_count:
+    if global_batch_size <= 0 or (local_rows is None and global_batch_size % process_count):
       raise ValueError(f'batch_size: {global_batch_size} must be positive and divisible by the '
                        f'process count {process_count}')
     self.names = list(names)
@@ -81,7 +84,8 @@ class MixtureSampler:
     self._datasets = [None] * len(sources)
     self.batch_size = global_batch_size
     per_process = global_batch_size // process_count
-    self._local = slice(process_index * per_process, (process_index + 1) * per_process)
+    self._local = (slice(process_index * per_process, (process_index + 1) * per_process)
+                   if local_rows is None else np.asarray(local_rows, np.int64))
     self.seed = int(seed)
     self.step = 0
     self.positions_D = np.zeros(len(names), np.int64)
