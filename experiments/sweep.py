@@ -1,0 +1,68 @@
+r"""Runs a sweep: one `experiments.train` run per point of a sweep file, N at a time, then a table.
+
+  python -m experiments.sweep --sweep=configs/sweeps/quickstart_mixers.py --workers=2
+  python -m experiments.sweep --sweep=configs/sweeps/quickstart_mixers.py --print_commands
+
+Runs go to --workdir/<run name> (default /tmp/mixlab_sweeps/<sweep file's stem>); re-running skips
+finished runs and resumes interrupted ones. At the end: <dir>/results.csv and <dir>/results.md (every
+run's final eval metrics; the best run per metric). Exit code 1 if a run failed, 2 for a bad sweep.
+The sweep-file format is in experiments/sweep_lib.py.
+"""
+
+import os
+import sys
+
+from absl import flags
+
+from experiments import cli
+from experiments import sweep_lib
+
+_SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file, e.g. configs/sweeps/quickstart_mixers.py.')
+_WORKERS = flags.DEFINE_integer('workers', 1, 'Runs trained at the same time (local subprocesses).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory; each run is a subdirectory '
+                               '(default: /tmp/mixlab_sweeps/<sweep file stem>).')
+_PRINT = flags.DEFINE_bool('print_commands', False,
+                           'Print one shell command per run (e.g. for a cluster) and run nothing.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace runs whose workdir holds another config '
+                               '(otherwise they fail, and the others go on).')
+_PROGRESS = flags.DEFINE_float('progress_seconds', 30.0,
+                               'Seconds between lines showing the running runs\' steps (0: never).')
+_PLOTS = flags.DEFINE_bool('plots', True, 'Call experiments.plots.report_dir on the sweep directory '
+                           'at the end, if that module exists.')
+
+
+def _print(text: str):
+  """print, but a reader that went away (`| head`) silences the output, not the sweep."""
+  try:
+    print(text, flush=True)
+  except BrokenPipeError:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _WORKERS.value < 1:
+    cli.fail(f'workers: must be >= 1, got {_WORKERS.value}')
+  if _PROGRESS.value < 0:
+    cli.fail(f'progress_seconds: must be >= 0, got {_PROGRESS.value}')
+  try:
+    sweep = sweep_lib.load_sweep(_SWEEP.value)
+    sweep_dir = _WORKDIR.value or sweep_lib.default_dir(sweep)
+    runs = sweep_lib.plan(sweep, sweep_dir, _OVERWRITE.value)
+  except ValueError as e:
+    cli.fail(e)
+  if _PRINT.value:
+    for run in runs:
+      _print(sweep_lib.shell_command(sweep, run))
+    return
+  try:
+    code = sweep_lib.run_sweep(sweep, runs, sweep_dir, _WORKERS.value, _PROGRESS.value,
+                               _PLOTS.value, out=_print)
+  except KeyboardInterrupt:
+    sys.exit(130)
+  sys.exit(code)
+
+
+if __name__ == '__main__':
+  cli.run(main)
