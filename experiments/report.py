@@ -1,25 +1,37 @@
-r"""Tables from finished runs: per-domain eval loss (and accuracy) of each run, side by side.
+r"""Reports from finished runs: plots and markdown tables (the logic lives in experiments/plots.py).
 
-  python -m experiments.report --root=/tmp/compare          # every run directly under ROOT
-  python -m experiments.report --workdirs=/tmp/a,/tmp/b     # these runs
-Writes ROOT/report.md (or --out) and prints it. A run is a directory with summary.json (written by
-experiments.train at its end); its name in the table is the directory's name.
+  python -m experiments.report --workdir=W [--out=DIR] [--source=D1,D2 --target=D3]
+W may be one run, a directory of runs (a sweep, a comparison), a continual comparison (scores.json) or
+a TaskPGM workdir (potentials.npz); what is there decides what is drawn. Writes into W (or --out):
+weights.png|svg, eval_curves.png|svg, source_vs_target.png|svg (from scores.json, or from --source and
+--target: score = minus the mean final eval loss of the group), potentials.png|svg and report.md.
+
+  python -m experiments.report --root=/tmp/compare          # tables only: every run under ROOT
+  python -m experiments.report --workdirs=/tmp/a,/tmp/b     # tables only: these runs
+Writes ROOT/report.md (or the file --out) and prints it.
 """
 
-import json
-import math
 import os
 
 from absl import flags
 
 from experiments import cli
+from experiments.plots import comparison_table, load_summary, report, report_dir  # pylint: disable=unused-import
 
-_ROOT = flags.DEFINE_string('root', None, 'A directory whose subdirectories are runs.')
-_WORKDIRS = flags.DEFINE_list('workdirs', [], 'Run directories.')
-_OUT = flags.DEFINE_string('out', None, 'Markdown output (default ROOT/report.md).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A run, a directory of runs, a continual comparison '
+                               'or a TaskPGM workdir: plots and report.md.')
+_SOURCE = flags.DEFINE_string('source', None, 'With --workdir: source domains, e.g. code/python,'
+                              'prose/plays (score = minus their mean final eval loss).')
+_TARGET = flags.DEFINE_string('target', None, 'With --workdir: target domains, e.g. math/easy.')
+_ROOT = flags.DEFINE_string('root', None, 'Tables only: a directory whose subdirectories are runs.')
+_WORKDIRS = flags.DEFINE_list('workdirs', [], 'Tables only: run directories.')
+_OUT = flags.DEFINE_string('out', None, 'With --workdir: the output directory (default the '
+                           'workdir); with --root/--workdirs: the markdown file (default '
+                           'ROOT/report.md).')
 
 
 def find_runs(root: str | None, workdirs) -> list[str]:
+  """The runs of --root (its subdirectories with summary.json) and --workdirs, all finished."""
   runs = list(workdirs)
   if root:
     if not os.path.isdir(root):
@@ -34,58 +46,23 @@ def find_runs(root: str | None, workdirs) -> list[str]:
   return runs
 
 
-def load_summary(run: str) -> dict:
-  with open(os.path.join(run, 'summary.json')) as f:
-    return json.load(f)
-
-
-def _cell(value) -> str:
-  return '' if value is None or not math.isfinite(value) else f'{value:.4f}'
-
-
-def comparison_table(runs: list[str], metric: str = 'loss') -> str:
-  """Rows: runs; columns: domains (eval/<domain>/<metric>) and their mean; best of each in bold."""
-  summaries = {os.path.basename(os.path.normpath(r)): load_summary(r) for r in runs}
-  domains = []
-  for s in summaries.values():
-    domains += [d for d in s['domains'] if d not in domains]
-  values = {name: [s['eval'].get(f'eval/{d}/{metric}') for d in domains]
-            for name, s in summaries.items()}
-  if not any(v is not None for row in values.values() for v in row):
-    return ''
-  for row in values.values():
-    present = [v for v in row if v is not None]
-    row.append(sum(present) / len(present) if len(present) == len(domains) else None)
-  lower_better = metric == 'loss'
-  best = []
-  for j in range(len(domains) + 1):
-    column = [row[j] for row in values.values() if row[j] is not None]
-    best.append((min if lower_better else max)(column) if column else None)
-  head = f'| run | ' + ' | '.join(domains) + f' | mean {metric} |'
-  lines = [head, '|---|' + '---:|' * (len(domains) + 1)]
-  for name, row in values.items():
-    cells = [f'**{_cell(v)}**' if v is not None and v == best[j] else _cell(v)
-             for j, v in enumerate(row)]
-    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
-
-
-def report(runs: list[str]) -> str:
-  parts = ['## Held-out loss per domain (lower is better)', comparison_table(runs, 'loss')]
-  accuracy = comparison_table(runs, 'accuracy')
-  if accuracy:
-    parts += ['## Exact-match accuracy (higher is better)', accuracy]
-  bullets = []
-  for run in runs:
-    s = load_summary(run)
-    weights = ', '.join(f'{d} {w:.3f}' for d, w in zip(s['domains'], s['weights']))
-    bullets.append(f'- {os.path.basename(os.path.normpath(run))}: {weights}')
-  parts += ['## Final mixture weights', '\n'.join(bullets)]
-  return '\n\n'.join(parts) + '\n'
+def _report_workdir():
+  if _ROOT.value or _WORKDIRS.value:
+    cli.fail('workdir: give either --workdir or --root/--workdirs, not both')
+  try:
+    written = report_dir(_WORKDIR.value, _OUT.value, _SOURCE.value, _TARGET.value)
+  except ValueError as e:
+    cli.fail(e)
+  for path in written:
+    print(path)
 
 
 def main(argv):
   del argv
+  if _WORKDIR.value is not None:
+    return _report_workdir()
+  if _SOURCE.value or _TARGET.value:
+    cli.fail('source: --source/--target need --workdir')
   try:
     runs = find_runs(_ROOT.value, _WORKDIRS.value)
   except ValueError as e:
