@@ -11,12 +11,15 @@ import json
 import os
 
 from flax import nnx
+import jax
 import ml_collections
 
 from configs import models as model_configs
 from mixing import checkpoint as checkpoint_lib
+from experiments import runtime
 from experiments import step as step_lib
 from experiments import trainer as trainer_lib
+from mixing.agent import features
 from mixing.data import load as load_lib
 from models import transformer
 
@@ -68,7 +71,7 @@ def ensure_base(config, quiet: bool = False, spec=None) -> str:
   spec = spec or config.continual
   folder = base_dir(config, spec)
   if not os.path.exists(os.path.join(folder, 'summary.json')):
-    if not quiet:
+    if not quiet and jax.process_index() == 0:
       print(f'pre-training the base model on {spec.sources} in {folder}', flush=True)
     trainer_lib.Trainer(base_config(config, spec), folder, quiet=quiet).run()
   return folder
@@ -107,9 +110,11 @@ def base_metrics(config) -> dict[str, float]:
   trainer.state = trainer.state._replace(
       params=checkpoint_lib.load_run_state(folder, trainer.state).params)
   metrics = trainer.evaluate()
-  with open(path + '.tmp', 'w') as f:
-    json.dump(metrics, f, indent=1)
-  os.replace(path + '.tmp', path)
+  if jax.process_index() == 0:  # every process has the same metrics; one writes them
+    with open(path + '.tmp', 'w') as f:
+      json.dump(metrics, f, indent=1)
+    os.replace(path + '.tmp', path)
+  runtime.barrier(f'continual.base_metrics.{key}')
   return metrics
 
 
@@ -121,3 +126,26 @@ def base_params(config, spec=None):
                                   rngs=nnx.Rngs(0))
   _, like = step_lib.init_train_state(model, tx)
   return checkpoint_lib.load_run_state(ensure_base(config, True, spec), like).params
+
+
+def run_and_score(config, workdir: str, log=print, quiet: bool = True, **overrides) -> dict:
+  """One continual run (reused if finished) and its source, target and balanced scores."""
+  cfg = continual_config(config, **overrides)
+  if not os.path.exists(os.path.join(workdir, 'summary.json')):
+    log(f'running {os.path.basename(workdir)}')
+    trainer_lib.Trainer(cfg, workdir, quiet=quiet).run()
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  return features.scores(summary['eval'], base_metrics(cfg), roles(cfg),
+                         cfg.continual.balance)
+
+
+def scores_table(rows: dict) -> str:
+  lines = ['| run | source score | target score | balanced score |', '|---|---:|---:|---:|']
+  main = {k: v for k, v in rows.items() if ':' not in k}
+  best = max(main.values(), key=lambda s: s['balanced'])['balanced'] if main else None
+  for name, s in rows.items():
+    mark = '**' if s['balanced'] == best and name in main else ''
+    lines.append(f'| {name} | {s["source"]:+.4f} | {s["target"]:+.4f} | '
+                 f'{mark}{s["balanced"]:+.4f}{mark} |')
+  return '\n'.join(lines)

@@ -17,16 +17,17 @@ import json
 import os
 
 from absl import flags
+import jax
 import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
 from experiments import cli
+from experiments import distributed
 from experiments import continual
-from experiments import metrics as metrics_lib
-from experiments import trainer as trainer_lib
+from experiments import figures
+from experiments import plots
 from mixing.agent import dataset as dataset_lib
-from mixing.agent import features
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Continual config.')
 _AGENT_DIR = flags.DEFINE_string('agent_dir', None, 'A trained agent (experiments.train_agent).',
@@ -56,18 +57,6 @@ def _group_weights(config, target_share: float) -> str:
   return ','.join(parts)
 
 
-def run_and_score(config, workdir: str, log=print, **overrides) -> dict:
-  """One continual run (reused if finished) and its source, target and balanced scores."""
-  cfg = continual.continual_config(config, **overrides)
-  if not os.path.exists(os.path.join(workdir, 'summary.json')):
-    log(f'running {os.path.basename(workdir)}')
-    trainer_lib.Trainer(cfg, workdir, quiet=True).run()
-  with open(os.path.join(workdir, 'summary.json')) as f:
-    summary = json.load(f)
-  return features.scores(summary['eval'], continual.base_metrics(cfg), continual.roles(cfg),
-                         cfg.continual.balance)
-
-
 def _variant(config, **changes) -> ml_collections.ConfigDict:
   cfg = continual.with_overrides(config, changes)
   cfg.domains = cfg.continual.sources + ',' + cfg.continual.targets
@@ -76,7 +65,8 @@ def _variant(config, **changes) -> ml_collections.ConfigDict:
 
 def compare(config, agent_dir: str, workdir: str, methods, log=print) -> dict:
   rows = {}
-  run = lambda name, cfg=config, **o: run_and_score(cfg, os.path.join(workdir, name), log, **o)
+  run = lambda name, cfg=config, **o: continual.run_and_score(cfg, os.path.join(workdir, name), log,
+                                                              **o)
   if 'source-only' in methods:
     rows['source-only'] = run('source-only', **{'mixer.name': 'static',
                                                 'domains': _group_weights(config, 0.0)})
@@ -111,51 +101,15 @@ def compare(config, agent_dir: str, workdir: str, methods, log=print) -> dict:
   return rows
 
 
-def table(rows: dict) -> str:
-  lines = ['| run | source score | target score | balanced score |', '|---|---:|---:|---:|']
-  main = {k: v for k, v in rows.items() if ':' not in k}
-  best = max(main.values(), key=lambda s: s['balanced'])['balanced'] if main else None
-  for name, s in rows.items():
-    mark = '**' if s['balanced'] == best and name in main else ''
-    lines.append(f'| {name} | {s["source"]:+.4f} | {s["target"]:+.4f} | '
-                 f'{mark}{s["balanced"]:+.4f}{mark} |')
-  return '\n'.join(lines)
-
-
-def plot_agent_weights(run_dir: str, out: str):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  updates = metrics_lib.read_jsonl(os.path.join(run_dir, 'mixer.jsonl'))
-  names = [k[len('mixture/'):] for k in updates[0] if k.startswith('mixture/')]
-  with open(os.path.join(run_dir, 'summary.json')) as f:
-    last_step = json.load(f)['step']
-  steps = [u['step'] for u in updates] + [last_step]  # the last choice holds to the end of the run
-  weights = np.array([[u[f'mixture/{n}'] for n in names] for u in updates + updates[-1:]]).T
-  fig, ax = plt.subplots(figsize=(7, 4))
-  ax.stackplot(steps, weights, labels=names, step='post')
-  ax.set_xlabel('step')
-  ax.set_ylabel('weight')
-  ax.set_title('Weights the agent chose over its run')
-  ax.legend(loc='upper left', bbox_to_anchor=(1, 1), fontsize=8)
-  fig.tight_layout()
-  for ext in ('png', 'svg'):
-    fig.savefig(f'{out}.{ext}')
-  plt.close(fig)
-
-
 def plot_raise_vs_lower(trajectories: str, out: str):
   """For each score, the mean action of the steps that raised it vs those that lowered it."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   data = dataset_lib.load(os.path.join(trajectories, 'dataset'))
   names = [n for n in data.domain_names(0)]
   mask = data.mask_NxD.sum(1) == len(names)
   action = data.action_NxD[mask][:, :len(names)]
   changes = {'source': data.next_global_NxG[mask, 3], 'target': data.next_global_NxG[mask, 4],
              'balanced': data.reward_N[mask]}
-  fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
+  fig, axes = figures.plt().subplots(1, 3, figsize=(12, 3.5), sharey=True)
   x = np.arange(len(names))
   for ax, (score, change) in zip(axes, changes.items()):
     up, down = action[change > 0], action[change < 0]
@@ -168,27 +122,28 @@ def plot_raise_vs_lower(trajectories: str, out: str):
     ax.legend(fontsize=8)
   axes[0].set_ylabel('mean weight')
   fig.tight_layout()
-  for ext in ('png', 'svg'):
-    fig.savefig(f'{out}.{ext}')
-  plt.close(fig)
+  figures.save(fig, out)
 
 
 def main(argv):
   del argv
+  distributed.initialize()
   if _CONFIG.value is None or 'continual' not in _CONFIG.value:
     cli.fail('config: give --config=FILE with a `continual` section (configs/continual_math.py)')
   try:
     rows = compare(_CONFIG.value, _AGENT_DIR.value, _WORKDIR.value, _METHODS.value)
   except ValueError as e:
     cli.fail(e)
-  text = '# Continual pre-training: scores on the same budget\n\n' + table(rows) + '\n'
+  if jax.process_index() != 0:  # every process ran every row's training; one writes the report
+    return
+  text = '# Continual pre-training: scores on the same budget\n\n' + continual.scores_table(rows) + '\n'
   with open(os.path.join(_WORKDIR.value, 'scores.json'), 'w') as f:
     json.dump(rows, f, indent=1)
   with open(os.path.join(_WORKDIR.value, 'report.md'), 'w') as f:
     f.write(text)
   if os.path.exists(os.path.join(_WORKDIR.value, 'agent', 'mixer.jsonl')):
-    plot_agent_weights(os.path.join(_WORKDIR.value, 'agent'),
-                       os.path.join(_WORKDIR.value, 'agent_weights'))
+    plots.weights_figure({'agent': os.path.join(_WORKDIR.value, 'agent')},
+                         os.path.join(_WORKDIR.value, 'agent_weights'))
   if _TRAJECTORIES.value:
     plot_raise_vs_lower(_TRAJECTORIES.value, os.path.join(_WORKDIR.value, 'raise_vs_lower'))
   print(text)

@@ -6,26 +6,33 @@ r"""TaskPGM end to end (stages and outputs: experiments/taskpgm_pipeline.py).
 import os
 
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from experiments import cli
+from experiments import distributed
 from experiments import taskpgm_pipeline
+from experiments import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'TaskPGM config (configs/taskpgm.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage goes.', required=True)
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace a workdir that holds another run.')
 
 
 def main(argv):
   del argv
+  distributed.initialize()
   if _CONFIG.value is None or 'taskpgm' not in _CONFIG.value:
     cli.fail('config: give --config=FILE with a `taskpgm` section (configs/taskpgm.py)')
   try:
     taskpgm_pipeline.check(_CONFIG.value)
+    workdir_lib.claim(_WORKDIR.value, _CONFIG.value, _OVERWRITE.value)
   except ValueError as e:
     cli.fail(e)
   taskpgm_pipeline.run(_CONFIG.value, _WORKDIR.value)
-  with open(os.path.join(_WORKDIR.value, 'results.md')) as f:
-    print(f.read())
+  if jax.process_index() == 0:
+    with open(os.path.join(_WORKDIR.value, 'results.md')) as f:
+      print(f.read())
 
 
 if __name__ == '__main__':

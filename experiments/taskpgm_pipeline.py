@@ -10,7 +10,6 @@ task graph).
 """
 
 import json
-import math
 import os
 
 from flax import nnx
@@ -22,7 +21,9 @@ from experiments import continual
 from experiments import evaluate as evaluate_lib
 from experiments import population as population_lib
 from experiments import runtime
+from experiments import taskpgm_plots
 from mixing import static
+from mixing.agent import features
 from mixing.data import domains as domains_lib
 from mixing.data import eval_suites
 from mixing.data import load as load_lib
@@ -32,6 +33,8 @@ from mixing.taskpgm import greedy
 from mixing.taskpgm import potentials
 
 
+UNARY = ('val_acc', 'val_loss', 'size')  # see configs/taskpgm.py
+POTENTIAL_KEYS = ('tasks', 'sizes', 'val_acc_gain', 'val_loss_gain', 'jsd', 'pmi')
 METHODS = ('uniform', 'size-proportional', 'temperature', 'unary-only', 'taskpgm-jsd',
            'taskpgm-pmi', 'greedy')
 
@@ -48,8 +51,8 @@ def check(config):
       raise ValueError(f'taskpgm.eval_tasks: {name!r} is not in taskpgm.tasks')
   if not 0 < t.val_fraction < 1:
     raise ValueError(f'taskpgm.val_fraction: must be in (0, 1), got {t.val_fraction}')
-  if t.unary not in ('val_loss', 'size'):
-    raise ValueError(f"taskpgm.unary: 'val_loss' or 'size', got {t.unary!r}")
+  if t.unary not in UNARY:
+    raise ValueError(f'taskpgm.unary: one of {", ".join(UNARY)}, got {t.unary!r}')
   energy.check_problem(np.zeros(1), np.zeros((1, 1)), t.lam, t.tau)
   greedy._check_budget(t.budget, None, len(tasks))  # pylint: disable=protected-access
   files = [f for f in t.eval_files.split(',') if f]
@@ -88,11 +91,42 @@ def _teacher_forced(graphdef, params, items, batch: int = 32):
   return np.array(nll), probs
 
 
+def _write(path: str, save) -> None:
+  """Process 0 writes path atomically with save(tmp_path); every process then waits for it."""
+  if jax.process_index() == 0:
+    tmp = path + '.tmp' + os.path.splitext(path)[1]  # np.savez appends .npz to other names
+    save(tmp)
+    os.replace(tmp, path)
+  runtime.barrier(f'write {path}')
+
+
+def _write_json(path: str, obj) -> None:
+  def save(tmp):
+    with open(tmp, 'w') as f:
+      json.dump(obj, f, indent=1)
+  _write(path, save)
+
+
+def _write_text(path: str, text: str) -> None:
+  def save(tmp):
+    with open(tmp, 'w') as f:
+      f.write(text)
+  _write(path, save)
+
+
+def accuracy(graphdef, params, items) -> float:
+  """Exact match of greedy decoding after stripping whitespace."""
+  max_new = max(len(it.target.encode()) for it in items) + 4
+  outs = evaluate_lib.generate(graphdef, params, [it.prompt for it in items], max_new)
+  return float(np.mean([o.strip() == it.target.strip() for o, it in zip(outs, items)]))
+
+
 def potentials_stage(config, workdir, tasks, domains, suite_items, base_params, log):
   path = os.path.join(workdir, 'potentials.npz')
   if os.path.exists(path):
     with np.load(path) as z:
-      return {k: z[k] for k in z.files}
+      if set(POTENTIAL_KEYS) <= set(z.files):
+        return {k: z[k] for k in z.files}
   t = config.taskpgm
   cfg = ml_collections.ConfigDict(config.to_dict())
   cfg.steps = cfg.checkpoint_every = t.single_task_steps
@@ -106,36 +140,54 @@ def potentials_stage(config, workdir, tasks, domains, suite_items, base_params, 
   gain_per_suite = lambda nll_base, nll: np.mean([
       np.mean([b - m for (name, _), b, m in zip(val, nll_base, nll) if name == s])
       for s in suite_items])
+  val_acc = lambda params: np.array([accuracy(pop.graphdef, params, v)
+                                     for v, _ in suite_items.values()])
   base_nll, _ = _teacher_forced(pop.graphdef, base_params, [it for _, it in val])
-  unary, probs = [], []
+  base_acc = val_acc(base_params)
+  loss_gain, acc_gain, probs = [], [], []
   for k in range(len(tasks)):
     nll, p = _teacher_forced(pop.graphdef, pop.params(k), [it for _, it in val])
-    unary.append(gain_per_suite(base_nll, nll))
+    loss_gain.append(gain_per_suite(base_nll, nll))
+    acc_gain.append(float(np.mean(val_acc(pop.params(k)) - base_acc)))
     probs.append(np.concatenate([p[i] for i in probe_ids]))
-    log(f'single-task model {tasks[k]}: validation NLL gain {unary[-1]:+.4f}')
+    log(f'single-task model {tasks[k]}: validation accuracy gain {acc_gain[-1]:+.4f}, '
+        f'NLL gain {loss_gain[-1]:+.4f}')
   # Every probe counts the same, however many target positions it has.
   weights_P = np.concatenate([np.full(len(p[i]), 1.0 / len(p[i])) for i in probe_ids])
   probs_NxPxV = np.stack(probs).astype(np.float32)
   sizes = np.array([d.train.num_tokens for d in domains], np.float64)
-  out = {'tasks': np.array(tasks), 'unary': np.array(unary), 'sizes': sizes,
+  gains = {'val_acc': np.array(acc_gain), 'val_loss': np.array(loss_gain), 'size': np.log10(sizes)}
+  out = {'tasks': np.array(tasks), 'unary': gains[t.unary], 'sizes': sizes,
+         'val_acc_gain': gains['val_acc'], 'val_loss_gain': gains['val_loss'],
          'jsd': potentials.jsd_matrix(probs_NxPxV, weights_P),
          'pmi': potentials.pmi_matrix(probs_NxPxV, weights_P)}
-  np.savez(path + '.tmp.npz', **out)
-  os.replace(path + '.tmp.npz', path)
+  _write(path, lambda tmp: np.savez(tmp, **out))
   return out
+
+
+def unary(config, pots) -> np.ndarray:
+  """The configured utility, scaled to max |u| = 1 so lam and tau mean the same for any unary."""
+  u = {'val_acc': pots['val_acc_gain'], 'val_loss': pots['val_loss_gain'],
+       'size': np.log10(pots['sizes'])}[config.taskpgm.unary]
+  return u / max(np.abs(u).max(), 1e-12)
 
 
 def mixtures(config, pots) -> tuple[dict, dict]:
   """Every method's mixture over the pool, and the discrete variant's report."""
   t = config.taskpgm
   tasks = [str(x) for x in pots['tasks']]
-  u = pots['unary'] if t.unary == 'val_loss' else np.log10(pots['sizes'])
-  u = u / max(np.abs(u).max(), 1e-12)  # scale-free: lam and tau mean the same for any unary
-  r = {kind: energy.redundancy(kind, jsd_NxN=pots['jsd'], pmi_NxN=pots['pmi'])
-       for kind in ('jsd', 'pmi')}
+  u = unary(config, pots)
+  r = {kind: energy.redundancy(kind, jsd_NxN=pots['jsd'], pmi_NxN=pots['pmi'],
+                               self_term=t.self_redundancy) for kind in ('jsd', 'pmi')}
   solve = lambda lam, kind: energy.mirror_descent(u, r[kind], lam, t.tau)[0]
-  subset, value = greedy.greedy_select(u, r[t.redundancy], t.lam, t.budget)
-  ratio = greedy.submodularity_ratio(u, r[t.redundancy], t.lam, t.budget)
+  # The set function's lam is lam / budget: for a uniform mixture over k tasks the energy weighs a
+  # pair by lam / k^2 against u_i / k, which is F(S) scaled by 1 / k with lam / k per pair.
+  set_lam = t.lam / t.budget
+  subset, value = greedy.greedy_select(u, r[t.redundancy], set_lam, t.budget)
+  if not subset:  # no task has a positive gain; a mixture still needs one: the most useful
+    subset = [int(np.argmax(u))]
+    value = greedy.value(subset, u, r[t.redundancy], set_lam)
+  ratio = greedy.submodularity_ratio(u, r[t.redundancy], set_lam, t.budget)
   out = {
       'uniform': np.full(len(tasks), 1.0 / len(tasks)),
       'size-proportional': static.temperature_weights(pots['sizes'], 1.0),
@@ -145,8 +197,17 @@ def mixtures(config, pots) -> tuple[dict, dict]:
       'taskpgm-pmi': solve(t.lam, 'pmi'),
       'greedy': greedy.resolve_mixture(u, r[t.redundancy], t.lam, t.tau, subset),
   }
-  discrete = {'selected': [tasks[i] for i in subset], 'value': value, **ratio}
+  discrete = {'selected': [tasks[i] for i in subset], 'value': value, 'set_lam': set_lam, **ratio}
   return {m: dict(zip(tasks, map(float, w))) for m, w in out.items()}, discrete
+
+
+def guarantee_text(discrete: dict) -> str:
+  text = (f'submodularity ratio gamma = {discrete["gamma"]:.3f} ({discrete["kind"]}), '
+          f'guarantee 1 - e^-gamma = {discrete["guarantee"]:.3f} of the optimum')
+  if discrete['applies']:
+    return text
+  return (text + ', which does not apply here: F is not monotone within the budget, so greedy '
+          'stopped at the last positive marginal gain')
 
 
 def finetune_stage(config, workdir, tasks, domains, mixes, suite_items, base_params, log):
@@ -168,15 +229,10 @@ def finetune_stage(config, workdir, tasks, domains, mixes, suite_items, base_par
     params = base_params if method == 'base' else pop.params(k - 1)
     results[method] = {}
     for name, (_, test) in suite_items.items():
-      max_new = max(len(it.target.encode()) for it in test) + 4
-      outs = evaluate_lib.generate(pop.graphdef, params, [it.prompt for it in test], max_new)
-      results[method][name] = float(np.mean([o.strip() == it.target.strip()
-                                             for o, it in zip(outs, test)]))
+      results[method][name] = accuracy(pop.graphdef, params, test)
     results[method]['average'] = float(np.mean(list(results[method].values())))
     log(f'{method}: average test accuracy {results[method]["average"]:.4f}')
-  with open(path + '.tmp', 'w') as f:
-    json.dump(results, f, indent=1)
-  os.replace(path + '.tmp', path)
+  _write_json(path, results)
   return results
 
 
@@ -192,44 +248,6 @@ def results_table(results: dict) -> str:
   return '\n'.join(lines)
 
 
-def plot_potentials(pots, out: str):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  tasks = [str(x).replace('rephrase/bbh/', 'reph/').replace('bbh/', '') for x in pots['tasks']]
-  n = len(tasks)
-  fig, axes = plt.subplots(1, 3, figsize=(18, 6))
-  for ax, key, title in ((axes[0], 'jsd', 'Jensen-Shannon divergence'), (axes[1], 'pmi', 'PMI')):
-    im = ax.imshow(pots[key], cmap='viridis')
-    ax.set_xticks(range(n), tasks, rotation=90, fontsize=7)
-    ax.set_yticks(range(n), tasks, fontsize=7)
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-  # The task graph: nodes sized by unary utility, edges for the most redundant pairs (low JSD).
-  ax = axes[2]
-  angle = 2 * np.pi * np.arange(n) / n
-  xy = np.stack([np.cos(angle), np.sin(angle)], 1)
-  redundancy = 1 - pots['jsd'] / math.log(2)
-  np.fill_diagonal(redundancy, -np.inf)
-  cut = np.sort(redundancy[np.triu_indices(n, 1)])[::-1][:max(n, 1)][-1]
-  for i in range(n):
-    for j in range(i + 1, n):
-      if redundancy[i, j] >= cut:
-        ax.plot(*xy[[i, j]].T, color='tab:red', alpha=float(np.clip(redundancy[i, j], 0.2, 1)))
-  u = pots['unary']
-  ax.scatter(*xy.T, s=200 + 800 * (u - u.min()) / max(np.ptp(u), 1e-9), c=u, cmap='coolwarm',
-             zorder=3)
-  for (x, y), name in zip(xy, tasks):
-    ax.annotate(name, (x, y), fontsize=7, ha='center', va='bottom', xytext=(0, 9),
-                textcoords='offset points')
-  ax.set_title('task graph: node = utility, edge = most redundant pairs')
-  ax.axis('off')
-  fig.tight_layout()
-  for ext in ('png', 'svg'):
-    fig.savefig(f'{out}.{ext}')
-  plt.close(fig)
-
-
 def run(config, workdir: str, log=print) -> dict:
   tasks, evals, file_suites = check(config)
   os.makedirs(workdir, exist_ok=True)
@@ -237,20 +255,71 @@ def run(config, workdir: str, log=print) -> dict:
   suite_items = suites(config, domains, evals, file_suites)
   base_params = continual.base_params(config, spec=config.taskpgm)
   pots = potentials_stage(config, workdir, tasks, domains, suite_items, base_params, log)
+  pots = dict(pots, unary=unary(config, pots))  # the configured utility, whatever was cached
   mixes, discrete = mixtures(config, pots)
   main_method = f'taskpgm-{config.taskpgm.redundancy}'
-  for name, obj in (('mixtures.json', {'mixtures': mixes, 'discrete': discrete}),
-                    ('mixture.json', mixes[main_method])):
-    with open(os.path.join(workdir, name), 'w') as f:
-      json.dump(obj, f, indent=1)
-  log(f'greedy picked {discrete["selected"]} (submodularity ratio {discrete["gamma"]:.3f}, '
-      f'guarantee {discrete["guarantee"]:.3f} of the optimum)')
+  _write_json(os.path.join(workdir, 'mixtures.json'), {'mixtures': mixes, 'discrete': discrete})
+  _write_json(os.path.join(workdir, 'mixture.json'), mixes[main_method])
+  log(f'greedy picked {discrete["selected"]}: {guarantee_text(discrete)}')
   results = finetune_stage(config, workdir, tasks, domains, mixes, suite_items, base_params, log)
   text = (f'# TaskPGM: test exact-match accuracy, same fine-tuning budget '
           f'({config.taskpgm.finetune_steps} steps)\n\n{results_table(results)}\n\n'
-          f'Discrete variant: {discrete["selected"]}; submodularity ratio gamma = '
-          f'{discrete["gamma"]:.3f}; guarantee 1 - e^-gamma = {discrete["guarantee"]:.3f}.\n')
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(text)
-  plot_potentials(pots, os.path.join(workdir, 'potentials'))
+          f'Discrete variant: {discrete["selected"]}; {guarantee_text(discrete)}.\n')
+  _write_text(os.path.join(workdir, 'results.md'), text)
+  if jax.process_index() == 0:
+    taskpgm_plots.potentials_heatmap(pots, os.path.join(workdir, 'potentials'))
   return results
+
+
+def domain_mixture(config, workdir: str, log=print) -> dict:
+  """TaskPGM over the domains of a continual config (a `taskpgm` section beside `continual`).
+
+  The tasks are the run's domains; each single-domain model continues from the continual base model
+  for taskpgm.single_task_steps steps (one population). u_i is that model's balanced score over the
+  base (held-out loss improvements of the source and target fields, experiments/continual), the
+  probes are taskpgm.probes held-out rows spread over the domains, each read at up to
+  taskpgm.probe_positions scored positions. Cached: W/potentials.npz and W/mixture.json.
+  """
+  t = config.taskpgm
+  path = os.path.join(workdir, 'mixture.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  names, _, domains = runtime.load_run_domains(config)
+  base_params = continual.base_params(config)
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.steps = cfg.checkpoint_every = t.single_task_steps
+  cfg.mixer.name = 'static'
+  pop = population_lib.Population(cfg, os.path.join(workdir, 'single_domain'), np.eye(len(names)),
+                                  domains=domains, init_params=base_params, quiet=False,
+                                  label=f'TaskPGM: {len(names)} single-domain fine-tunes')
+  loss_KxD = pop.run()
+  roles = continual.roles(config)
+  base = {k: v for k, v in continual.base_metrics(config).items() if k.endswith('/loss')}
+  u = np.array([features.scores({f'eval/{n}/loss': l for n, l in zip(names, loss_D)}, base, roles,
+                                config.continual.balance)['balanced'] for loss_D in loss_KxD])
+  rows = np.concatenate([b['inputs_BxL'] for b in pop.eval_set])
+  mask = np.concatenate([b['mask_BxL'] for b in pop.eval_set])
+  rng = np.random.default_rng(config.data.seed)
+  probe_rows = rng.choice(np.flatnonzero(mask.sum(1) > 0), min(t.probes, len(rows)), replace=False)
+  positions = [np.sort(rng.permutation(np.flatnonzero(mask[r]))[:t.probe_positions])
+               for r in probe_rows]
+  forward = jax.jit(lambda p, x: jax.nn.softmax(nnx.merge(pop.graphdef, p)(x), axis=-1))
+  probs_NxPxV = np.stack([
+      np.concatenate([np.asarray(forward(pop.params(k), rows[r][None]))[0, pos]
+                      for r, pos in zip(probe_rows, positions)]) for k in range(len(names))])
+  weights_P = np.concatenate([np.full(len(pos), 1.0 / len(pos)) for pos in positions])
+  pots = {'tasks': np.array(names), 'unary': u, 'sizes': np.array(
+              [d.train.num_tokens for d in domains], np.float64),
+          'jsd': potentials.jsd_matrix(probs_NxPxV, weights_P),
+          'pmi': potentials.pmi_matrix(probs_NxPxV, weights_P)}
+  _write(os.path.join(workdir, 'potentials.npz'), lambda tmp: np.savez(tmp, **pots))
+  scaled = u / max(np.abs(u).max(), 1e-12)
+  r = energy.redundancy(t.redundancy, jsd_NxN=pots['jsd'], pmi_NxN=pots['pmi'],
+                        self_term=t.self_redundancy)
+  w, _ = energy.mirror_descent(scaled, r, t.lam, t.tau)
+  mixture = dict(zip(names, map(float, w)))
+  for name, ui in zip(names, u):
+    log(f'TaskPGM: {name} utility {ui:+.4f} -> weight {mixture[name]:.3f}')
+  _write_json(path, mixture)
+  return mixture

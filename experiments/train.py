@@ -5,22 +5,30 @@ r"""Trains an LM on a mixture of domains.
 """
 
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from experiments import cli
+from experiments import distributed
 from experiments import trainer as trainer_lib
+from experiments import validate
+from experiments import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/quickstart.py.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics.jsonl, tb/.',
                                required=True)
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace a workdir that holds another run.')
 
 
 def main(argv):
   del argv
+  distributed.initialize()
   if _CONFIG.value is None:
     cli.fail('config: give --config=FILE (e.g. configs/quickstart.py)')
   config = _CONFIG.value
   try:
+    validate.check_config(config)  # before claiming: a mistyped config must not claim the workdir
+    workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
     if 'continual' in config and not config.init_from:  # continual runs start from the base model
       from experiments import continual  # pylint: disable=g-import-not-at-top
       config = continual.continual_config(config)
@@ -34,7 +42,8 @@ def main(argv):
     raise SystemExit(1) from None
   except ValueError as e:  # e.g. a mixer's bad output (an agent's non-finite weights)
     cli.fail(e)
-  print(trainer.table())
+  if jax.process_index() == 0:
+    print(trainer.table())
 
 
 if __name__ == '__main__':

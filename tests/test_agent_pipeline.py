@@ -1,6 +1,9 @@
 """The Data Mixing Agent's commands on a tiny continual set-up: collect, train, deploy, resume, errors."""
 
+import copy
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,6 +12,8 @@ import pytest
 
 from configs import continual_math
 from configs import models
+from configs import quickstart_compare
+from experiments import comparison
 from experiments import agent as agent_lib
 from experiments import trainer as trainer_lib
 from experiments import continual
@@ -70,6 +75,7 @@ def test_deployed_agent_reweights_a_continual_run(pipeline):
 
 def test_train_agent_refuses_another_domain_space(pipeline, tmp_path):
   tmp, config, _ = pipeline
+  config = copy.deepcopy(config)  # the fixture's config is shared
   config.continual.targets = 'math/medium'
   config.domains = 'synthetic/copy,math/medium'
   with pytest.raises(ValueError, match='trajectories: domain space'):
@@ -97,3 +103,37 @@ def test_bad_agent_inputs_exit_2(tmp_path, args, message):
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert proc.returncode == 2 and lines and message in lines[-1], proc.stderr[-1500:]
   assert len([l for l in lines if l.startswith('error:')]) == 1
+
+
+def test_quickstart_comparison_scores_every_method_and_resumes(pipeline, tmp_path):
+  tmp, config, _ = pipeline
+  config = copy.deepcopy(config)
+  config.mixer.doremi.proxy_steps = 4
+  config.taskpgm = quickstart_compare.get_config().taskpgm
+  config.taskpgm.single_task_steps, config.taskpgm.probes = 3, 6
+  work = str(tmp_path / 'w')
+  # The agent's stages are this module's fixture: the comparison reuses what it finds.
+  shutil.copytree(tmp / 'T', os.path.join(work, 'trajectories'))
+  shutil.copytree(tmp / 'A', os.path.join(work, 'agent_policy'))
+  lines = []
+  rows = comparison.run(config, work, log=lines.append)
+  assert list(rows) == list(comparison.METHODS)
+  for scores in rows.values():
+    assert set(scores) == {'source', 'target', 'balanced'}
+    assert all(np.isfinite(v) for v in scores.values())
+  assert json.loads(open(os.path.join(work, 'scores.json')).read()) == rows
+  mixture = json.loads(open(os.path.join(work, 'taskpgm_mixture', 'mixture.json')).read())
+  assert list(mixture) == ['synthetic/copy', 'math/easy']
+  assert abs(sum(mixture.values()) - 1) < 1e-6 and min(mixture.values()) > 0
+  with np.load(os.path.join(work, 'taskpgm_mixture', 'potentials.npz')) as pots:
+    assert pots['jsd'].shape == (2, 2) and pots['unary'].shape == (2,)
+  # The TaskPGM run trained on exactly that mixture.
+  with open(os.path.join(work, 'taskpgm', 'summary.json')) as f:
+    np.testing.assert_allclose(json.load(f)['weights'], list(mixture.values()), atol=1e-6)
+  assert '| agent |' in open(os.path.join(work, 'scores.md')).read()
+  stamps = {m: os.path.getmtime(os.path.join(work, m, 'summary.json')) for m in rows}
+  again = []
+  assert comparison.run(config, work, log=again.append) == rows
+  assert {m: os.path.getmtime(os.path.join(work, m, 'summary.json')) for m in rows} == stamps
+  assert not any(line.startswith('running') for line in again)
+  assert any(line.startswith('running') for line in lines)

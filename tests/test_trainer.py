@@ -1,5 +1,6 @@
 """The train loop: sharded = single-device, SIGKILL + resume is bit-identical, bad checkpoints, NaNs."""
 
+import json
 import os
 import signal
 import subprocess
@@ -168,3 +169,26 @@ def test_config_mistakes_exit_2_with_one_line(tmp_path, override, message):
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert lines == [lines[0]] and lines[0].startswith('error: ') and message in lines[0], lines
   assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path):
+  run = tmp_path / 'run'
+  first = _train_cmd(run, '--config.steps=2', '--config.eval_every=2', '--config.eval_items=0')
+  subprocess.run(first, env=_env(), cwd=ROOT, check=True, capture_output=True)
+  resumed = subprocess.run(first[:-3] + ['--config.steps=3', '--config.eval_every=2',
+                                         '--config.eval_items=0'],
+                           env=_env(), cwd=ROOT, capture_output=True, text=True)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]  # more steps: the same run, resumed
+  other = first + ['--config.seed=7']
+  proc = subprocess.run(other, env=_env(), cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 2
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert lines == [f'error: workdir: {run} holds a run of another config (differs in seed); '
+                   'pass --overwrite to replace it'], lines
+  assert json.loads((run / 'config.json').read_text())['seed'] != 7  # the old run is untouched
+  proc = subprocess.run(other + ['--overwrite'], env=_env(), cwd=ROOT, capture_output=True,
+                        text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.loads((run / 'config.json').read_text())['seed'] == 7
+  assert [r['step'] for r in map(json.loads, (run / 'metrics.jsonl').read_text().splitlines())
+          if 'train/loss' in r][0] == 1  # a fresh run, not a resumed one
