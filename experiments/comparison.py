@@ -65,7 +65,8 @@ def run(config, workdir: str, log=print) -> dict:
   stage('report')
   write_report(workdir, rows)
   with np.load(os.path.join(workdir, 'taskpgm_mixture', 'potentials.npz')) as pots:
-    taskpgm_plots.potentials_heatmap(dict(pots), os.path.join(workdir, 'potentials'))
+    for path in taskpgm_plots.potentials_heatmap(dict(pots), os.path.join(workdir, 'potentials')):
+      log(f'wrote {path}')
   return rows
 
 
