@@ -33,6 +33,14 @@ def fail(error) -> None:
   sys.exit(2)
 
 
+def config_with(config, section: str, example: str):
+  """The --config value, or exit 2 unless one was given with `section` (e.g. 'continual')."""
+  if config is None or section not in config:
+    article = 'an' if section[0] in 'aeiou' else 'a'
+    fail(f'config: give --config=FILE with {article} `{section}` section ({example})')
+  return config
+
+
 def run(main):
   """app.run(main), but a bad flag or config override is one line and exit 2, not a usage dump."""
   app.run(main, flags_parser=_parse_flags)

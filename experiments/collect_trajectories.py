@@ -22,10 +22,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the trajectories go.', re
 def main(argv):
   del argv
   distributed.initialize()
-  if _CONFIG.value is None or 'continual' not in _CONFIG.value:
-    cli.fail('config: give --config=FILE with a `continual` section (configs/continual_math.py)')
+  config = cli.config_with(_CONFIG.value, 'continual', 'configs/continual_math.py')
   try:
-    dataset = agent.collect(_CONFIG.value, _WORKDIR.value)
+    dataset = agent.collect(config, _WORKDIR.value)
   except ValueError as e:
     cli.fail(e)
   if jax.process_index() != 0:  # the others trained their share of the proxies; one reports

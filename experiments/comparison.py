@@ -7,12 +7,12 @@ W/<method>/ (uniform, DoReMi, ODM, agent, TaskPGM), scored against the base mode
 W/scores.json and W/scores.md; the quickstart command then adds experiments.plots' report.
 """
 
-import json
 import os
 import time
 
 import numpy as np
 
+from experiments import atomic
 from experiments import agent as agent_lib
 from experiments import continual
 from experiments import taskpgm_pipeline
@@ -71,9 +71,7 @@ def run(config, workdir: str, log=print) -> dict:
 
 
 def write_report(workdir: str, rows: dict) -> None:
-  with open(os.path.join(workdir, 'scores.json.tmp'), 'w') as f:
-    json.dump(rows, f, indent=1)
-  os.replace(os.path.join(workdir, 'scores.json.tmp'), os.path.join(workdir, 'scores.json'))
+  atomic.write_json(os.path.join(workdir, 'scores.json'), rows)
   text = ('# Quickstart: continual pre-training towards math, same budget\n\n'
           'Scores are normalized held-out loss improvements over the base model (target: averaged '
           '50/50 with the math accuracy gain); balanced = mean of source and target.\n\n'

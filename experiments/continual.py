@@ -16,6 +16,7 @@ import ml_collections
 
 from configs import models as model_configs
 from mixing import checkpoint as checkpoint_lib
+from experiments import atomic
 from experiments import runtime
 from experiments import step as step_lib
 from experiments import trainer as trainer_lib
@@ -110,11 +111,8 @@ def base_metrics(config) -> dict[str, float]:
   trainer.state = trainer.state._replace(
       params=checkpoint_lib.load_run_state(folder, trainer.state).params)
   metrics = trainer.evaluate()
-  if jax.process_index() == 0:  # every process has the same metrics; one writes them
-    with open(path + '.tmp', 'w') as f:
-      json.dump(metrics, f, indent=1)
-    os.replace(path + '.tmp', path)
-  runtime.barrier(f'continual.base_metrics.{key}')
+  # Every process has the same metrics; one writes them.
+  runtime.on_process_0(f'continual.base_metrics.{key}', atomic.write_json, path, metrics)
   return metrics
 
 

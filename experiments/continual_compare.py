@@ -128,10 +128,9 @@ def plot_raise_vs_lower(trajectories: str, out: str):
 def main(argv):
   del argv
   distributed.initialize()
-  if _CONFIG.value is None or 'continual' not in _CONFIG.value:
-    cli.fail('config: give --config=FILE with a `continual` section (configs/continual_math.py)')
+  config = cli.config_with(_CONFIG.value, 'continual', 'configs/continual_math.py')
   try:
-    rows = compare(_CONFIG.value, _AGENT_DIR.value, _WORKDIR.value, _METHODS.value)
+    rows = compare(config, _AGENT_DIR.value, _WORKDIR.value, _METHODS.value)
   except ValueError as e:
     cli.fail(e)
   if jax.process_index() != 0:  # every process ran every row's training; one writes the report

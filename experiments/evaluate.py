@@ -59,9 +59,14 @@ def generate(graphdef, params, prompts: Sequence[str], max_new: int) -> list[str
   return [tokenizer.decode(row) for row in out_NxM]
 
 
+def exact_match(graphdef, params, items, max_new: int,
+                is_correct=lambda out, target: out.strip() == target.strip()) -> float:
+  """The share of items whose greedy continuation is_correct (default: equal after stripping)."""
+  outputs = generate(graphdef, params, [it.prompt for it in items], max_new)
+  return float(np.mean([is_correct(out, it.target) for out, it in zip(outputs, items)]))
+
+
 def accuracy(graphdef, params, domain, num_items: int) -> float:
   """Exact match (after the domain's answer extraction and stripping) on its first items."""
-  items = domain.items[:num_items]
-  outputs = generate(graphdef, params, [it.prompt for it in items], domain.max_decode_len)
-  hits = [domain.is_correct(out, it.target) for out, it in zip(outputs, items)]
-  return float(np.mean(hits))
+  return exact_match(graphdef, params, domain.items[:num_items], domain.max_decode_len,
+                     domain.is_correct)

@@ -13,8 +13,10 @@ import ml_collections
 import numpy as np
 
 from configs import models as model_configs
+from experiments import atomic
 from experiments import metrics as metrics_lib
 from experiments import population as population_lib
+from experiments import runtime
 from experiments import step as step_lib
 from mixing import doremi
 from mixing import mixer as mixer_lib
@@ -46,11 +48,8 @@ def _cached_mixture(path: str, names, compute):
     if saved['domains'] == names:
       return np.array(saved['weights'])
   weights = np.asarray(compute(), np.float64)
-  if jax.process_index() == 0:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump({'domains': names, 'weights': weights.tolist()}, f, indent=1)
-    os.replace(tmp, path)
+  runtime.on_process_0(f'write {path}', atomic.write_json, path,
+                       {'domains': names, 'weights': weights.tolist()})
   return weights
 
 

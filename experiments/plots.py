@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from experiments import atomic
 from experiments import metrics as metrics_lib
 from experiments.figures import plt as _plt
 from experiments.figures import save as _save
@@ -18,13 +19,6 @@ from experiments.taskpgm_plots import potentials_heatmap
 from experiments.taskpgm_plots import short as _short
 
 _SKIP = {'checkpoints', 'tb'}  # never runs, and large: not worth walking into
-
-
-def _write_text(path: str, text: str) -> str:
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
-  return path
 
 
 def _load_json(path: str):  # None when there is no such file
@@ -355,5 +349,5 @@ def report_dir(path: str, out_dir: str | None = None, source=None, target=None) 
     parts.append(report(list(finished.values()), list(finished)))
   if os.path.exists(files('results.md')) and results is None:  # a sweep's own table
     parts.append(f'See also [results.md]({os.path.relpath(files("results.md"), out_dir)}).')
-  written.append(_write_text(out('report.md'), '\n\n'.join(parts).rstrip() + '\n'))
+  written.append(atomic.write_text(out('report.md'), '\n\n'.join(parts).rstrip() + '\n'))
   return written

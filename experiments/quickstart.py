@@ -13,6 +13,7 @@ from ml_collections import config_flags
 
 from experiments import cli
 from experiments import comparison
+from experiments import plots
 from experiments import workdir as workdir_lib
 
 _DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
@@ -32,11 +33,7 @@ def main(argv):
   except ValueError as e:
     cli.fail(e)
   comparison.run(config, _WORKDIR.value)
-  try:
-    from experiments import plots  # pylint: disable=g-import-not-at-top
-    files = plots.report_dir(_WORKDIR.value)
-  except ImportError:
-    files = []
+  files = plots.report_dir(_WORKDIR.value)
   with open(os.path.join(_WORKDIR.value, 'scores.md')) as f:
     print(f.read())
   for path in files:

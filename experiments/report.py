@@ -15,6 +15,7 @@ import os
 
 from absl import flags
 
+from experiments import atomic
 from experiments import cli
 from experiments.plots import comparison_table, load_summary, report, report_dir  # pylint: disable=unused-import
 
@@ -69,9 +70,7 @@ def main(argv):
     cli.fail(e)
   text = report(runs)
   out = _OUT.value or os.path.join(_ROOT.value or os.path.dirname(runs[0]), 'report.md')
-  with open(out + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(out + '.tmp', out)
+  atomic.write_text(out, text)
   print(text)
   print(f'(written to {out})')
 

@@ -72,6 +72,13 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def on_process_0(name: str, fn, *args) -> None:
+  """fn(*args) on process 0 only (e.g. writing a file), then every process waits for it."""
+  if jax.process_index() == 0:
+    fn(*args)
+  barrier(name)
+
+
 def local_rows(mesh, batch):
   """This process's rows of a global batch (e.g. a held-out batch every process builds whole)."""
   rows = process_rows(mesh, len(batch['domain_B']))

@@ -51,6 +51,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from experiments import atomic
 from experiments import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -647,12 +648,6 @@ def markdown(sweep: Sweep, columns: list[str], rows: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def _write(path: str, text: str):
-  with open(path + '.tmp', 'w', newline='') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
-
-
 def write_results(sweep: Sweep, runs: list[Run], outcomes: dict[str, Outcome],
                   sweep_dir: str) -> tuple[str, str, str]:
   """Writes results.csv and results.md in sweep_dir; returns their paths and the markdown."""
@@ -665,8 +660,8 @@ def write_results(sweep: Sweep, runs: list[Run], outcomes: dict[str, Outcome],
   os.makedirs(sweep_dir, exist_ok=True)
   csv_path, md_path = os.path.join(sweep_dir, 'results.csv'), os.path.join(sweep_dir, 'results.md')
   text = markdown(sweep, columns, rows)
-  _write(csv_path, buffer.getvalue())
-  _write(md_path, text)
+  atomic.write_text(csv_path, buffer.getvalue())
+  atomic.write_text(md_path, text)
   return csv_path, md_path, text
 
 
@@ -674,7 +669,7 @@ def write_plan(sweep: Sweep, runs: list[Run], sweep_dir: str) -> str:
   """sweep_dir/sweep.json: the sweep file, base config and every run's name, values and command."""
   os.makedirs(sweep_dir, exist_ok=True)
   path = os.path.join(sweep_dir, 'sweep.json')
-  _write(path, json.dumps({
+  atomic.write_text(path, json.dumps({
       'sweep': os.path.abspath(sweep.path), 'config': sweep.config, 'kind': sweep.kind,
       'params': sweep.params, 'overrides': sweep.overrides,
       'runs': [{'name': r.name, 'values': r.values, 'command': shell_command(sweep, r)}

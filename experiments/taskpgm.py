@@ -22,14 +22,13 @@ _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace a workdir that holds
 def main(argv):
   del argv
   distributed.initialize()
-  if _CONFIG.value is None or 'taskpgm' not in _CONFIG.value:
-    cli.fail('config: give --config=FILE with a `taskpgm` section (configs/taskpgm.py)')
+  config = cli.config_with(_CONFIG.value, 'taskpgm', 'configs/taskpgm.py')
   try:
-    taskpgm_pipeline.check(_CONFIG.value)
-    workdir_lib.claim(_WORKDIR.value, _CONFIG.value, _OVERWRITE.value)
+    taskpgm_pipeline.check(config)
+    workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
   except ValueError as e:
     cli.fail(e)
-  taskpgm_pipeline.run(_CONFIG.value, _WORKDIR.value)
+  taskpgm_pipeline.run(config, _WORKDIR.value)
   if jax.process_index() == 0:
     with open(os.path.join(_WORKDIR.value, 'results.md')) as f:
       print(f.read())

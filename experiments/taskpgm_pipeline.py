@@ -9,6 +9,7 @@ W/finetune (the base fine-tuned on each mixture, same budget, as a population); 
 task graph).
 """
 
+import functools
 import json
 import os
 
@@ -17,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from experiments import atomic
 from experiments import continual
 from experiments import evaluate as evaluate_lib
 from experiments import population as population_lib
@@ -69,9 +71,13 @@ def suites(config, domains, evals, file_suites):
   return out
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _next_token_probs(graphdef, params, tokens_BxL):
+  return jax.nn.softmax(nnx.merge(graphdef, params)(tokens_BxL), axis=-1)
+
+
 def _teacher_forced(graphdef, params, items, batch: int = 32):
   """For each item: target-token NLLs and the next-token distributions at the target positions."""
-  forward = jax.jit(lambda p, x: jax.nn.softmax(nnx.merge(graphdef, p)(x), axis=-1))
   nll, probs = [], []
   for start in range(0, len(items), batch):
     chunk = items[start:start + batch]
@@ -82,7 +88,7 @@ def _teacher_forced(graphdef, params, items, batch: int = 32):
     for i, (a, b) in enumerate(seqs):
       ids = np.concatenate([a, b])[:-1]
       tokens[i, :len(ids)] = ids
-    probs_BxLxV = np.asarray(forward(params, tokens))
+    probs_BxLxV = np.asarray(_next_token_probs(graphdef, params, tokens))
     for i, (a, b) in enumerate(seqs):
       positions = np.arange(len(a) - 1, len(a) + len(b) - 1)
       p_TxV = probs_BxLxV[i, positions]
@@ -91,34 +97,18 @@ def _teacher_forced(graphdef, params, items, batch: int = 32):
   return np.array(nll), probs
 
 
-def _write(path: str, save) -> None:
-  """Process 0 writes path atomically with save(tmp_path); every process then waits for it."""
-  if jax.process_index() == 0:
-    tmp = path + '.tmp' + os.path.splitext(path)[1]  # np.savez appends .npz to other names
-    save(tmp)
-    os.replace(tmp, path)
-  runtime.barrier(f'write {path}')
-
-
 def _write_json(path: str, obj) -> None:
-  def save(tmp):
-    with open(tmp, 'w') as f:
-      json.dump(obj, f, indent=1)
-  _write(path, save)
+  runtime.on_process_0(f'write {path}', atomic.write_json, path, obj)
 
 
-def _write_text(path: str, text: str) -> None:
-  def save(tmp):
-    with open(tmp, 'w') as f:
-      f.write(text)
-  _write(path, save)
+def _write_npz(path: str, arrays: dict) -> None:
+  runtime.on_process_0(f'write {path}', atomic.replace, path, lambda tmp: np.savez(tmp, **arrays))
 
 
 def accuracy(graphdef, params, items) -> float:
   """Exact match of greedy decoding after stripping whitespace."""
   max_new = max(len(it.target.encode()) for it in items) + 4
-  outs = evaluate_lib.generate(graphdef, params, [it.prompt for it in items], max_new)
-  return float(np.mean([o.strip() == it.target.strip() for o, it in zip(outs, items)]))
+  return evaluate_lib.exact_match(graphdef, params, items, max_new)
 
 
 def potentials_stage(config, workdir, tasks, domains, suite_items, base_params, log):
@@ -161,7 +151,7 @@ def potentials_stage(config, workdir, tasks, domains, suite_items, base_params, 
          'val_acc_gain': gains['val_acc'], 'val_loss_gain': gains['val_loss'],
          'jsd': potentials.jsd_matrix(probs_NxPxV, weights_P),
          'pmi': potentials.pmi_matrix(probs_NxPxV, weights_P)}
-  _write(path, lambda tmp: np.savez(tmp, **out))
+  _write_npz(path, out)
   return out
 
 
@@ -169,7 +159,11 @@ def unary(config, pots) -> np.ndarray:
   """The configured utility, scaled to max |u| = 1 so lam and tau mean the same for any unary."""
   u = {'val_acc': pots['val_acc_gain'], 'val_loss': pots['val_loss_gain'],
        'size': np.log10(pots['sizes'])}[config.taskpgm.unary]
-  return u / max(np.abs(u).max(), 1e-12)
+  return _unit_scale(u)
+
+
+def _unit_scale(u_N):
+  return u_N / max(np.abs(u_N).max(), 1e-12)
 
 
 def mixtures(config, pots) -> tuple[dict, dict]:
@@ -265,7 +259,8 @@ def run(config, workdir: str, log=print) -> dict:
   text = (f'# TaskPGM: test exact-match accuracy, same fine-tuning budget '
           f'({config.taskpgm.finetune_steps} steps)\n\n{results_table(results)}\n\n'
           f'Discrete variant: {discrete["selected"]}; {guarantee_text(discrete)}.\n')
-  _write_text(os.path.join(workdir, 'results.md'), text)
+  runtime.on_process_0('write results.md', atomic.write_text,
+                       os.path.join(workdir, 'results.md'), text)
   if jax.process_index() == 0:
     taskpgm_plots.potentials_heatmap(pots, os.path.join(workdir, 'potentials'))
   return results
@@ -304,20 +299,20 @@ def domain_mixture(config, workdir: str, log=print) -> dict:
   probe_rows = rng.choice(np.flatnonzero(mask.sum(1) > 0), min(t.probes, len(rows)), replace=False)
   positions = [np.sort(rng.permutation(np.flatnonzero(mask[r]))[:t.probe_positions])
                for r in probe_rows]
-  forward = jax.jit(lambda p, x: jax.nn.softmax(nnx.merge(pop.graphdef, p)(x), axis=-1))
-  probs_NxPxV = np.stack([
-      np.concatenate([np.asarray(forward(pop.params(k), rows[r][None]))[0, pos]
-                      for r, pos in zip(probe_rows, positions)]) for k in range(len(names))])
+  probs_NxPxV = []
+  for k in range(len(names)):  # one forward pass over every probe row per model
+    probs_RxLxV = np.asarray(_next_token_probs(pop.graphdef, pop.params(k), rows[probe_rows]))
+    probs_NxPxV.append(np.concatenate([p_LxV[pos] for p_LxV, pos in zip(probs_RxLxV, positions)]))
+  probs_NxPxV = np.stack(probs_NxPxV)
   weights_P = np.concatenate([np.full(len(pos), 1.0 / len(pos)) for pos in positions])
   pots = {'tasks': np.array(names), 'unary': u, 'sizes': np.array(
               [d.train.num_tokens for d in domains], np.float64),
           'jsd': potentials.jsd_matrix(probs_NxPxV, weights_P),
           'pmi': potentials.pmi_matrix(probs_NxPxV, weights_P)}
-  _write(os.path.join(workdir, 'potentials.npz'), lambda tmp: np.savez(tmp, **pots))
-  scaled = u / max(np.abs(u).max(), 1e-12)
+  _write_npz(os.path.join(workdir, 'potentials.npz'), pots)
   r = energy.redundancy(t.redundancy, jsd_NxN=pots['jsd'], pmi_NxN=pots['pmi'],
                         self_term=t.self_redundancy)
-  w, _ = energy.mirror_descent(scaled, r, t.lam, t.tau)
+  w, _ = energy.mirror_descent(_unit_scale(u), r, t.lam, t.tau)
   mixture = dict(zip(names, map(float, w)))
   for name, ui in zip(names, u):
     log(f'TaskPGM: {name} utility {ui:+.4f} -> weight {mixture[name]:.3f}')

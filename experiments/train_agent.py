@@ -20,10 +20,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the agent goes.', require
 
 def main(argv):
   del argv
-  if _CONFIG.value is None or 'agent' not in _CONFIG.value:
-    cli.fail('config: give --config=FILE with an `agent` section (configs/continual_math.py)')
+  config = cli.config_with(_CONFIG.value, 'agent', 'configs/continual_math.py')
   try:
-    agent.train_agent(_CONFIG.value, _TRAJECTORIES.value, _WORKDIR.value)
+    agent.train_agent(config, _TRAJECTORIES.value, _WORKDIR.value)
   except ValueError as e:
     cli.fail(e)
   print(f'agent saved in {_WORKDIR.value}')

@@ -8,7 +8,6 @@ so a resumed run is bit-identical to an uninterrupted one on the same devices.
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from configs import models as model_configs
 from mixing import checkpoint as checkpoint_lib
+from experiments import atomic
 from experiments import evaluate as evaluate_lib
 from experiments import metrics as metrics_lib
 from experiments import step as step_lib
@@ -227,10 +227,7 @@ class Trainer:
     summary = {'step': self.step, 'domains': self.names, 'eval': self.last_eval,
                'weights': self.sampler.weights_D.tolist(), 'realized':
                {k: v.tolist() for k, v in self.sampler.realized().items()}}
-    tmp = os.path.join(self.workdir, 'summary.json.tmp')
-    with open(tmp, 'w') as f:
-      json.dump(summary, f, indent=1)
-    os.replace(tmp, os.path.join(self.workdir, 'summary.json'))
+    atomic.write_json(os.path.join(self.workdir, 'summary.json'), summary)
 
   def table(self) -> str:
     columns = {'eval loss': np.array([self.last_eval.get(f'eval/{n}/loss', np.nan)

@@ -9,12 +9,13 @@ clears the directory first.
 import json
 import os
 import shutil
-
 from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
+
+from experiments import atomic
 
 CONFIG_FILE = 'config.json'
 # Fields that may change between a run and its resumption without making it another experiment.
@@ -63,9 +64,7 @@ def claim(workdir: str, config, overwrite: bool = False) -> None:
                        f'pass --overwrite to replace it')
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-      json.dump(new, f, indent=1, sort_keys=True)
-    os.replace(path + '.tmp', path)
+    atomic.write_json(path, new, sort_keys=True)
   if jax.process_count() > 1:
     # No process may write into the workdir (checkpoints, metrics) before process 0 has cleared it
     # (--overwrite) and claimed it; every process read the same config.json above, so all get here.
