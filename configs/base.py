@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.mixer = ml_collections.ConfigDict()
   # static (the weights in `domains`), uniform, proportional (to tokens), temperature, doremi, odm,
-  # regmix, agent. Each method's own fields are in config.mixer.<name> below.
+  # regmix, agent, taskpgm (mixing/mixers/). Each method's own fields are in config.mixer.<name> below.
   config.mixer.name = 'static'
   config.mixer.update_every = 50  # steps between Mixer updates (online mixers re-weight here)
   config.mixer.agent_dir = ''  # agent: a trained agent's directory (experiments.train_agent)
@@ -72,6 +72,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.mixer.regmix.target = ''  # domains whose mean held-out loss is minimized ('': all)
   config.mixer.regmix.samples = 100_000  # mixtures scored by the regressor in the search
   config.mixer.regmix.top_k = 100  # best-scored mixtures averaged into the result
+
+  config.mixer.taskpgm = ml_collections.ConfigDict()
+  # taskpgm (needs `continual` and `taskpgm` sections): where TaskPGM's mixture over the run's domains
+  # is computed and cached ('': WORKDIR/taskpgm)
+  config.mixer.taskpgm.dir = ''
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # devices on the data axis (-1: all devices not used by `model`)

@@ -11,10 +11,10 @@ import importlib
 
 from absl import flags
 
-from experiments import cli
+from experiments.training import cli
 
-SECTIONS = {'data': 'experiments.bench_data', 'model': 'experiments.bench_model',
-            'population': 'experiments.bench_population', 'taskpgm': 'experiments.bench_taskpgm'}
+SECTIONS = {'data': 'experiments.recipes.bench_data', 'model': 'experiments.recipes.bench_model',
+            'population': 'experiments.recipes.bench_population', 'taskpgm': 'experiments.recipes.bench_taskpgm'}
 
 _ONLY = flags.DEFINE_list('only', list(SECTIONS), f'Sections to run, of {", ".join(SECTIONS)}.')
 
@@ -29,5 +29,10 @@ def main(argv):
     print()
 
 
-if __name__ == '__main__':
+def console():
+  """The `mixlab-bench` command."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  console()

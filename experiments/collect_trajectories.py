@@ -10,9 +10,9 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from experiments import agent
-from experiments import cli
-from experiments import distributed
+from experiments.recipes import trajectories as agent
+from experiments.training import cli
+from experiments.training import distributed
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Continual config, e.g. '
                                           'configs/continual_math.py.')
@@ -35,5 +35,10 @@ def main(argv):
     json.dump({'trajectories': dataset.num_trajectories, 'transitions': len(dataset)}, f)
 
 
-if __name__ == '__main__':
+def console():
+  """The `mixlab-collect-trajectories` command."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  console()

@@ -18,15 +18,15 @@ import os
 
 from absl import flags
 import jax
-import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
-from experiments import cli
-from experiments import distributed
-from experiments import continual
-from experiments import figures
-from experiments import plots
+from experiments.training import cli
+from experiments.training import distributed
+from experiments.recipes import agent_study
+from experiments.recipes import continual
+from experiments.reporting import figures
+from experiments.reporting import plots
 from mixing.agent import dataset as dataset_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Continual config.')
@@ -46,59 +46,6 @@ _UNSEEN_SPACE_TARGETS = flags.DEFINE_string('unseen_space_targets', 'math/easy,m
 _METHODS = flags.DEFINE_list('methods', ['source-only', 'target-only', 'uniform', 'oracle', 'doremi',
                                          'odm', 'regmix', 'agent', 'generalization'],
                              'Rows to run.')
-
-
-def _group_weights(config, target_share: float) -> str:
-  roles = continual.roles(config)
-  sources = [n for n, r in roles.items() if r == 'source']
-  targets = [n for n, r in roles.items() if r == 'target']
-  parts = [f'{n}:{(1 - target_share) / len(sources)}' for n in sources]
-  parts += [f'{n}:{target_share / len(targets)}' for n in targets]
-  return ','.join(parts)
-
-
-def _variant(config, **changes) -> ml_collections.ConfigDict:
-  cfg = continual.with_overrides(config, changes)
-  cfg.domains = cfg.continual.sources + ',' + cfg.continual.targets
-  return cfg
-
-
-def compare(config, agent_dir: str, workdir: str, methods, log=print) -> dict:
-  rows = {}
-  run = lambda name, cfg=config, **o: continual.run_and_score(cfg, os.path.join(workdir, name), log,
-                                                              **o)
-  if 'source-only' in methods:
-    rows['source-only'] = run('source-only', **{'mixer.name': 'static',
-                                                'domains': _group_weights(config, 0.0)})
-  if 'target-only' in methods:
-    rows['target-only'] = run('target-only', **{'mixer.name': 'static',
-                                                'domains': _group_weights(config, 1.0)})
-  for name in ('uniform', 'doremi', 'odm', 'regmix'):
-    if name in methods:
-      rows[name] = run(name, **{'mixer.name': name})
-  if 'oracle' in methods:
-    grid = {s: run(f'oracle/share_{s}', **{'mixer.name': 'static',
-                                            'domains': _group_weights(config, float(s))})
-            for s in _GRID.value}
-    best = max(grid, key=lambda s: grid[s]['balanced'])
-    rows[f'best static ratio (target share {best})'] = grid[best]
-  agent = {'mixer.name': 'agent', 'mixer.agent_dir': agent_dir}
-  if 'agent' in methods:
-    rows['agent'] = run('agent', **agent)
-  if 'generalization' in methods:
-    model = dict(kv.split('=') for kv in _UNSEEN_MODEL.value.split(','))
-    settings = {
-        'unseen source field': _variant(config, **{'continual.sources': _UNSEEN_SOURCES.value}),
-        'unseen target model': _variant(config, **{f'model.{k}': int(v) for k, v in model.items()}),
-        'unseen domain space': _variant(
-            config, **{'continual.sources': _UNSEEN_SPACE_SOURCES.value,
-                       'continual.targets': _UNSEEN_SPACE_TARGETS.value}),
-    }
-    for label, cfg in settings.items():
-      slug = label.replace(' ', '_')
-      rows[f'{label}: uniform'] = run(f'{slug}/uniform', cfg, **{'mixer.name': 'uniform'})
-      rows[f'{label}: agent'] = run(f'{slug}/agent', cfg, **agent)
-  return rows
 
 
 def plot_raise_vs_lower(trajectories: str, out: str):
@@ -130,7 +77,10 @@ def main(argv):
   distributed.initialize()
   config = cli.config_with(_CONFIG.value, 'continual', 'configs/continual_math.py')
   try:
-    rows = compare(config, _AGENT_DIR.value, _WORKDIR.value, _METHODS.value)
+    rows = agent_study.compare(
+        config, _AGENT_DIR.value, _WORKDIR.value, _METHODS.value, _GRID.value,
+        _UNSEEN_SOURCES.value, _UNSEEN_MODEL.value, _UNSEEN_SPACE_SOURCES.value,
+        _UNSEEN_SPACE_TARGETS.value)
   except ValueError as e:
     cli.fail(e)
   if jax.process_index() != 0:  # every process ran every row's training; one writes the report
@@ -148,5 +98,10 @@ def main(argv):
   print(text)
 
 
-if __name__ == '__main__':
+def console():
+  """The `mixlab-continual-compare` command."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  console()

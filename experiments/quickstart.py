@@ -11,14 +11,16 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import cli
-from experiments import comparison
-from experiments import plots
-from experiments import workdir as workdir_lib
+from experiments.training import cli
+from experiments.recipes import quickstart_stages as comparison
+from experiments.reporting import plots
+from experiments.reporting import potentials_figure
+from experiments.training import workdir as workdir_lib
 
 _DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
                         'quickstart_compare.py')
-_CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT, 'Comparison config.')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Comparison config (default: '
+                                          'configs/quickstart_compare.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage, the table and plots go.',
                                required=True)
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace a workdir that holds another run.')
@@ -33,6 +35,8 @@ def main(argv):
   except ValueError as e:
     cli.fail(e)
   comparison.run(config, _WORKDIR.value)
+  potentials_figure.write_for(os.path.join(_WORKDIR.value, 'taskpgm_mixture'),
+                             os.path.join(_WORKDIR.value, 'potentials'))
   files = plots.report_dir(_WORKDIR.value)
   with open(os.path.join(_WORKDIR.value, 'scores.md')) as f:
     print(f.read())
@@ -40,5 +44,10 @@ def main(argv):
     print(f'wrote {path}')
 
 
+def console():
+  """The `mixlab-quickstart` command."""
+  cli.run(main, default_config=_DEFAULT)
+
+
 if __name__ == '__main__':
-  cli.run(main)
+  console()

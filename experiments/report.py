@@ -15,9 +15,9 @@ import os
 
 from absl import flags
 
-from experiments import atomic
-from experiments import cli
-from experiments.plots import comparison_table, load_summary, report, report_dir  # pylint: disable=unused-import
+from experiments.training import atomic
+from experiments.training import cli
+from experiments.reporting.plots import comparison_table, load_summary, report, report_dir  # pylint: disable=unused-import
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run, a directory of runs, a continual comparison '
                                'or a TaskPGM workdir: plots and report.md.')
@@ -75,5 +75,10 @@ def main(argv):
   print(f'(written to {out})')
 
 
-if __name__ == '__main__':
+def console():
+  """The `mixlab-report` command."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  console()

@@ -5,17 +5,23 @@ r"""Runs a sweep: one `experiments.train` run per point of a sweep file, N at a 
 
 Runs go to --workdir/<run name> (default /tmp/mixlab_sweeps/<sweep file's stem>); re-running skips
 finished runs and resumes interrupted ones. At the end: <dir>/results.csv and <dir>/results.md (every
-run's final eval metrics; the best run per metric). Exit code 1 if a run failed, 2 for a bad sweep.
-The sweep-file format is in experiments/sweep_lib.py.
+run's final eval metrics; the best run per metric), and the plots of experiments.reporting.plots
+(--noplots: none). Exit code 1 if a run failed, 2 for a bad sweep.
+The sweep-file format is in experiments/recipes/sweep_spec.py.
 """
 
+import importlib
 import os
 import sys
+import time
+from typing import Callable
 
 from absl import flags
 
-from experiments import cli
-from experiments import sweep_lib
+from experiments.recipes import sweep_results
+from experiments.recipes import sweep_runner
+from experiments.recipes import sweep_spec
+from experiments.training import cli
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file, e.g. configs/sweeps/quickstart_mixers.py.')
 _WORKERS = flags.DEFINE_integer('workers', 1, 'Runs trained at the same time (local subprocesses).')
@@ -27,8 +33,8 @@ _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace runs whose workdir h
                                '(otherwise they fail, and the others go on).')
 _PROGRESS = flags.DEFINE_float('progress_seconds', 30.0,
                                'Seconds between lines showing the running runs\' steps (0: never).')
-_PLOTS = flags.DEFINE_bool('plots', True, 'Call experiments.plots.report_dir on the sweep directory '
-                           'at the end, if that module exists.')
+_PLOTS = flags.DEFINE_bool('plots', True, 'Call experiments.reporting.plots.report_dir on the '
+                           'sweep directory at the end, if that module exists.')
 
 
 def _print(text: str):
@@ -39,6 +45,33 @@ def _print(text: str):
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def plots(sweep_dir: str, out: Callable[[str], None] = print,
+          plots_module: str = 'experiments.reporting.plots') -> list[str]:
+  """plots_module.report_dir(sweep_dir) if that module exists; a failure is only reported."""
+  try:
+    plots_lib = importlib.import_module(plots_module)
+  except ModuleNotFoundError as e:
+    if e.name == plots_module:  # not there (yet): the sweep works without plots
+      return []
+    out(f'plots: skipped ({plots_module} does not import: {e})')
+    return []
+  except Exception as e:  # pylint: disable=broad-except
+    out(f'plots: skipped ({plots_module} does not import: {type(e).__name__}: {e})')
+    return []
+  report_dir = getattr(plots_lib, 'report_dir', None)
+  if not callable(report_dir):
+    return []
+  try:
+    paths = list(report_dir(sweep_dir) or [])
+  except Exception as e:  # pylint: disable=broad-except
+    text = str(e).strip().splitlines()
+    out(f'plots: failed ({type(e).__name__}: {text[0] if text else ""})')
+    return []
+  for path in paths:
+    out(f'plot: {path}')
+  return paths
+
+
 def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -47,22 +80,32 @@ def main(argv):
   if _PROGRESS.value < 0:
     cli.fail(f'progress_seconds: must be >= 0, got {_PROGRESS.value}')
   try:
-    sweep = sweep_lib.load_sweep(_SWEEP.value)
-    sweep_dir = _WORKDIR.value or sweep_lib.default_dir(sweep)
-    runs = sweep_lib.plan(sweep, sweep_dir, _OVERWRITE.value)
+    sweep = sweep_spec.load_sweep(_SWEEP.value)
+    sweep_dir = _WORKDIR.value or sweep_spec.default_dir(sweep)
+    runs = sweep_spec.plan(sweep, sweep_dir, _OVERWRITE.value)
   except ValueError as e:
     cli.fail(e)
   if _PRINT.value:
     for run in runs:
-      _print(sweep_lib.shell_command(sweep, run))
+      _print(sweep_spec.shell_command(sweep, run))
     return
+  start = time.time()
   try:
-    code = sweep_lib.run_sweep(sweep, runs, sweep_dir, _WORKERS.value, _PROGRESS.value,
-                               _PLOTS.value, out=_print)
+    outcomes = sweep_runner.launch(sweep, runs, sweep_dir, _WORKERS.value, _PROGRESS.value,
+                                   out=_print)
+    sweep_results.report(sweep, runs, outcomes, sweep_dir, out=_print)
+    if _PLOTS.value:  # here, not in recipes: experiments.recipes does not import reporting
+      plots(sweep_dir, _print)
+    code = sweep_runner.summarize(runs, outcomes, time.time() - start, out=_print)
   except KeyboardInterrupt:
     sys.exit(130)
   sys.exit(code)
 
 
-if __name__ == '__main__':
+def console():
+  """The `mixlab-sweep` command."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  console()

@@ -9,10 +9,11 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from experiments import cli
-from experiments import distributed
-from experiments import taskpgm_pipeline
-from experiments import workdir as workdir_lib
+from experiments.training import cli
+from experiments.training import distributed
+from experiments.recipes import task_mixtures as taskpgm_pipeline
+from experiments.reporting import potentials_figure
+from experiments.training import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'TaskPGM config (configs/taskpgm.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage goes.', required=True)
@@ -30,9 +31,15 @@ def main(argv):
     cli.fail(e)
   taskpgm_pipeline.run(config, _WORKDIR.value)
   if jax.process_index() == 0:
+    potentials_figure.write_for(_WORKDIR.value)
     with open(os.path.join(_WORKDIR.value, 'results.md')) as f:
       print(f.read())
 
 
-if __name__ == '__main__':
+def console():
+  """The `mixlab-taskpgm` command."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  console()

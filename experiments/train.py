@@ -8,11 +8,13 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from experiments import cli
-from experiments import distributed
-from experiments import trainer as trainer_lib
-from experiments import validate
-from experiments import workdir as workdir_lib
+from experiments.recipes import continual
+from experiments.recipes import runs
+from experiments.training import cli
+from experiments.training import distributed
+from experiments.training import trainer as trainer_lib
+from experiments.training import validate
+from experiments.training import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/quickstart.py.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics.jsonl, tb/.',
@@ -30,9 +32,8 @@ def main(argv):
     validate.check_config(config)  # before claiming: a mistyped config must not claim the workdir
     workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
     if 'continual' in config and not config.init_from:  # continual runs start from the base model
-      from experiments import continual  # pylint: disable=g-import-not-at-top
       config = continual.continual_config(config)
-    trainer = trainer_lib.Trainer(config, _WORKDIR.value)
+    trainer = runs.make_trainer(config, _WORKDIR.value)
   except ValueError as e:
     cli.fail(e)
   try:
@@ -46,5 +47,10 @@ def main(argv):
     print(trainer.table())
 
 
-if __name__ == '__main__':
+def console():
+  """The `mixlab-train` command."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  console()

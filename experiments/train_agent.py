@@ -9,8 +9,8 @@ agent to A (orbax), ready for `--config.mixer.name=agent --config.mixer.agent_di
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import agent
-from experiments import cli
+from experiments.recipes import trajectories as agent
+from experiments.training import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Continual config with an `agent` section.')
 _TRAJECTORIES = flags.DEFINE_string('trajectories', None, 'experiments.collect_trajectories workdir.',
@@ -28,5 +28,10 @@ def main(argv):
   print(f'agent saved in {_WORKDIR.value}')
 
 
-if __name__ == '__main__':
+def console():
+  """The `mixlab-train-agent` command."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  console()

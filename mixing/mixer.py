@@ -3,8 +3,8 @@
 A Mixer is `init(domains) -> state` and `update(state, observation) -> (state, weights_D)`. The state is a
 pytree of numpy arrays, checkpointed with the model, so a resumed run continues the same mixing
 decisions. The train loop calls `update` every `mixer.update_every` steps and gives the weights to the
-sampler. Offline methods (RegMix, TaskPGM) first produce a mixture, or a schedule of mixtures by step,
-then run as a `Static` mixer.
+sampler. Offline methods (DoReMi, RegMix, TaskPGM) first produce a mixture, or a schedule of mixtures
+by step, then run as a `Static` mixer. mixing/registry.py builds every mixer by name.
 """
 
 import dataclasses
@@ -56,6 +56,12 @@ class Static:
       self._table.append((int(step), sampler_lib.validate_weights(w, names,
                                                                     f'mixer.schedule[{i}]')))
     return {}
+
+  def fixed_weights(self) -> np.ndarray | None:
+    """The weights of a mixture without a schedule (None: uniform or scheduled)."""
+    if self._schedule or self._weights is None:
+      return None
+    return np.asarray(self._weights, np.float64)
 
   def weights_at(self, step: int) -> np.ndarray:
     return [w for start, w in self._table if start <= step][-1]

@@ -13,10 +13,11 @@ import pytest
 from configs import continual_math
 from configs import models
 from configs import quickstart_compare
-from experiments import comparison
-from experiments import agent as agent_lib
-from experiments import trainer as trainer_lib
-from experiments import continual
+from experiments.recipes import quickstart_stages as comparison
+from experiments.recipes import trajectories as agent_lib
+from experiments.recipes import runs
+from experiments.training import trainer as trainer_lib
+from experiments.recipes import continual
 from mixing.agent import dataset as dataset_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +67,7 @@ def test_deployed_agent_reweights_a_continual_run(pipeline):
   tmp, config, _ = pipeline
   cfg = continual.continual_config(config, quiet=True, **{'mixer.name': 'agent',
                                                           'mixer.agent_dir': str(tmp / 'A')})
-  trainer = trainer_lib.Trainer(cfg, str(tmp / 'R'), quiet=True)
+  trainer = runs.make_trainer(cfg, str(tmp / 'R'), quiet=True)
   trainer.run()
   updates = trainer_lib.metrics_lib.read_jsonl(str(tmp / 'R' / 'mixer.jsonl'))
   assert [u['step'] for u in updates] == [0, 2, 4]

@@ -5,12 +5,12 @@ import pytest
 import jax.numpy as jnp
 
 from configs import base
-from mixing import doremi
+from mixing.mixers import doremi
 from mixing import mixer as mixer_lib
-from mixing import odm
-from mixing import regmix
+from mixing.mixers import odm
+from mixing.mixers import regmix
 from mixing import registry
-from mixing import static
+from mixing.mixers import static
 
 INFOS = [mixer_lib.DomainInfo('a', 100), mixer_lib.DomainInfo('b', 10_000),
          mixer_lib.DomainInfo('c', 1_000_000)]
@@ -124,12 +124,13 @@ def test_doremi_upweights_the_learnable_hard_domain_and_downweights_noise(tmp_pa
   """DoReMi's own sanity check: noise (unlearnable), easy (one repeated letter), copy (learnable,
   harder: words said twice need attention). Defaults eta = 1, s = 1e-3."""
   from configs import tiny  # pylint: disable=g-import-not-at-top
-  from experiments import offline, runtime  # pylint: disable=g-import-not-at-top
+  from experiments.recipes import proxies  # pylint: disable=g-import-not-at-top
+  from experiments.training import runtime  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.domains = 'synthetic/noise,synthetic/easy,synthetic/copy'
   config.batch_size, config.seq_len = 32, 64
   config.mixer.doremi.proxy_steps = 300
   names, _, domains = runtime.load_run_domains(config)
-  alpha = offline.doremi_mixture(config, str(tmp_path), names, domains)
+  alpha = proxies.doremi_weights(config, str(tmp_path), np.ones(len(names)), domains)
   noise, easy, copy = alpha
   assert copy > easy > noise, alpha

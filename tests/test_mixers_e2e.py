@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from experiments import metrics as metrics_lib
+from experiments.training import metrics as metrics_lib
 from experiments import report
-from experiments import trainer as trainer_lib
+from experiments.recipes import runs as runs_lib
+from experiments.training import trainer as trainer_lib
 
 
 def _config(name):
@@ -28,7 +29,7 @@ def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp('compare')
   out = {}
   for name in ('uniform', 'proportional', 'temperature', 'odm', 'doremi', 'regmix'):
-    trainer = trainer_lib.Trainer(_config(name), str(root / name), quiet=True)
+    trainer = runs_lib.make_trainer(_config(name), str(root / name), quiet=True)
     trainer.run()
     out[name] = trainer
   return root, out

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import step as step_lib
+from experiments.training import step as step_lib
 from models import sharding as sharding_lib
 from models import transformer
 
@@ -86,31 +86,6 @@ def test_per_domain_losses_match_direct(model):
   assert counts[1] == 0  # Domain 1 is absent from this batch.
 
 
-def test_domain_weight_objective(model):
-  batch = make_batch()
-  sums, counts = direct_domain_losses(model, batch)
-  means = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
-  weight_D = jnp.array([0.2, 0.5, 0.3])
-  loss, aux = step_lib.loss_fn(model, batch, NUM_DOMAINS, weight_D)
-  np.testing.assert_allclose(loss, (np.asarray(weight_D) * means).sum(),
-                             rtol=1e-5)
-  np.testing.assert_allclose(aux['token_loss'], sums.sum() / counts.sum(),
-                             rtol=1e-5)
-  # A one-hot weight's gradient only sees that domain's examples.
-  graphdef, params = nnx.split(model)
-
-  def objective(params, weight_D):
-    return step_lib.loss_fn(nnx.merge(graphdef, params), batch, NUM_DOMAINS,
-                            weight_D)[0]
-
-  only_0 = jax.jit(jax.grad(objective))(params, jnp.array([1.0, 0.0, 0.0]))
-  batch_0 = {k: v[[0, 3]] for k, v in batch.items()}
-  direct_0 = jax.jit(jax.grad(lambda p: step_lib.loss_fn(
-      nnx.merge(graphdef, p), batch_0, NUM_DOMAINS)[0]))(params)
-  for a, b in zip(jax.tree.leaves(only_0), jax.tree.leaves(direct_0)):
-    np.testing.assert_allclose(a, b, atol=1e-5)
-
-
 def test_train_steps_reduce_loss_and_report_metrics():
   model = transformer.Transformer(transformer.tiny(), rngs=nnx.Rngs(1))
   tx = step_lib.make_optimizer(3e-3, warmup_steps=2, total_steps=30)
@@ -123,7 +98,7 @@ def test_train_steps_reduce_loss_and_report_metrics():
   tokens_D = direct_domain_losses(model, batch)[1]  # Before donation.
   losses = []
   for _ in range(12):
-    state, metrics = train_step(state, batch, None)
+    state, metrics = train_step(state, batch)
     losses.append(float(metrics['loss']))
   assert int(state.step) == 12
   assert losses[-1] < losses[0] - 1.0, losses
@@ -131,10 +106,6 @@ def test_train_steps_reduce_loss_and_report_metrics():
   assert float(metrics['domain_loss_D'][1]) == 0.0  # Absent domain.
   np.testing.assert_allclose(metrics['domain_tokens_D'], tokens_D)
   assert np.isfinite(float(metrics['grad_norm']))
-  # The per-domain weighted path runs under the same jitted function.
-  state, weighted = train_step(state, batch, jnp.array([1.0, 0.0, 0.0]))
-  np.testing.assert_allclose(weighted['loss'], weighted['domain_loss_D'][0],
-                             rtol=1e-5)
   # eval_step returns sums consistent with the training metrics' counts.
   sums = step_lib.eval_step(graphdef, state.params, batch, NUM_DOMAINS)
   np.testing.assert_allclose(sums['domain_tokens_D'],

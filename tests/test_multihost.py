@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from experiments import distributed
-from experiments import metrics as metrics_lib
+from experiments.training import distributed
+from experiments.training import metrics as metrics_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A learning rate that is still warming up at the last step makes the schedule the same for a run to

@@ -4,8 +4,9 @@ import jax
 import numpy as np
 
 from configs import tiny
-from experiments import population as population_lib
-from experiments import trainer as trainer_lib
+from experiments.training import population as population_lib
+from experiments.recipes import runs
+from experiments.training import trainer as trainer_lib
 
 
 def _config(steps=6):
@@ -25,7 +26,7 @@ def test_each_member_equals_the_same_model_trained_alone(tmp_path):
     alone = _config()
     alone.seed = seeds[k]
     alone.domains = ','.join(f'{n}:{w}' for n, w in zip(pop.names, weights[k]))
-    trainer = trainer_lib.Trainer(alone, str(tmp_path / f'alone{k}'), quiet=True)
+    trainer = runs.make_trainer(alone, str(tmp_path / f'alone{k}'), quiet=True)
     trainer.run()
     for a, b in zip(jax.tree.leaves(pop.params(k)), jax.tree.leaves(trainer.state.params)):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)

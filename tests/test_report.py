@@ -1,4 +1,4 @@
-"""experiments.plots / experiments.report on small synthetic workdirs (no training: fast)."""
+"""experiments.reporting.plots / experiments.report on small synthetic workdirs (no training: fast)."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import plots
+from experiments.reporting import plots
 
 DOMAINS = ('code/python', 'prose/plays', 'math/easy')
 
@@ -18,7 +18,7 @@ def _jsonl(path, rows):
 
 
 def _fake_run(path, shift: float, mixer_log: bool = True, steps: int = 40):
-  """A run as experiments.trainer writes it: metrics.jsonl, mixer.jsonl, summary.json."""
+  """A run as experiments.training.trainer writes it: metrics.jsonl, mixer.jsonl, summary.json."""
   path.mkdir(parents=True)
   weights = lambda t: np.roll(np.array([0.5, 0.3, 0.2]) + 0.1 * t / steps * np.array([-1, 0, 1]),
                               int(shift))

@@ -4,6 +4,7 @@ that is re-run (finished runs skipped, a run missing its summary resumed, a fail
 import csv
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import types
 
 import pytest
 
-from experiments import sweep_lib
+from experiments.recipes import sweep_results
+from experiments.recipes import sweep_runner
+from experiments.recipes import sweep_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 'configs/sweeps/tiny.py'
@@ -42,37 +45,37 @@ def _write_sweep(tmp_path, body: str, name='s.py') -> str:
 
 # --- expansion: pure Python -----------------------------------------------------------------------
 def test_grid_is_the_cartesian_product_first_field_slowest():
-  runs = sweep_lib.expand('grid', {'a': [1, 2], 'b': ['x', 'y', 'z']})
+  runs = sweep_spec.expand('grid', {'a': [1, 2], 'b': ['x', 'y', 'z']})
   assert runs == [{'a': 1, 'b': 'x'}, {'a': 1, 'b': 'y'}, {'a': 1, 'b': 'z'},
                   {'a': 2, 'b': 'x'}, {'a': 2, 'b': 'y'}, {'a': 2, 'b': 'z'}]
 
 
 def test_zip_takes_lists_together_and_names_fields_of_unequal_lengths():
-  assert sweep_lib.expand('zip', {'a': [1, 2], 'b': ['x', 'y']}) == [{'a': 1, 'b': 'x'},
-                                                                      {'a': 2, 'b': 'y'}]
-  with pytest.raises(sweep_lib.SweepError, match='a has 2, b has 3'):
-    sweep_lib.expand('zip', {'a': [1, 2], 'b': [1, 2, 3]})
+  assert sweep_spec.expand('zip', {'a': [1, 2], 'b': ['x', 'y']}) == [{'a': 1, 'b': 'x'},
+                                                                       {'a': 2, 'b': 'y'}]
+  with pytest.raises(sweep_spec.SweepError, match='a has 2, b has 3'):
+    sweep_spec.expand('zip', {'a': [1, 2], 'b': [1, 2, 3]})
 
 
 def test_random_is_seeded_distinct_and_bounded():
   params = {'a': [1, 2, 3], 'b': ['x', 'y']}
-  runs = sweep_lib.expand('random', params, num_samples=5, seed=3)
-  assert runs == sweep_lib.expand('random', params, num_samples=5, seed=3)
+  runs = sweep_spec.expand('random', params, num_samples=5, seed=3)
+  assert runs == sweep_spec.expand('random', params, num_samples=5, seed=3)
   assert len({tuple(r.items()) for r in runs}) == 5
   assert all(r['a'] in params['a'] and r['b'] in params['b'] for r in runs)
-  assert sorted(map(str, sweep_lib.expand('random', params, 6, 0))) == sorted(
-      map(str, sweep_lib.expand('grid', params)))
-  with pytest.raises(sweep_lib.SweepError, match='num_samples: 7 is more than the 6'):
-    sweep_lib.expand('random', params, num_samples=7, seed=0)
+  assert sorted(map(str, sweep_spec.expand('random', params, 6, 0))) == sorted(
+      map(str, sweep_spec.expand('grid', params)))
+  with pytest.raises(sweep_spec.SweepError, match='num_samples: 7 is more than the 6'):
+    sweep_spec.expand('random', params, num_samples=7, seed=0)
 
 
 def test_run_names_are_stable_sanitized_and_unique():
-  assert sweep_lib.run_name({'seed': 1, 'mixer.name': 'odm'}) == 'mixer.name=odm,seed=1'
-  assert sweep_lib.run_name({'optimizer.learning_rate': 1e-2}) == 'optimizer.learning_rate=0.01'
-  assert sweep_lib.run_name({'domains': 'code/python:1 x'}) == 'domains=code_python_1_x'
-  names = sweep_lib.run_names([{'d': 'a/b'}, {'d': 'a_b'}])
+  assert sweep_spec.run_name({'seed': 1, 'mixer.name': 'odm'}) == 'mixer.name=odm,seed=1'
+  assert sweep_spec.run_name({'optimizer.learning_rate': 1e-2}) == 'optimizer.learning_rate=0.01'
+  assert sweep_spec.run_name({'domains': 'code/python:1 x'}) == 'domains=code_python_1_x'
+  names = sweep_spec.run_names([{'d': 'a/b'}, {'d': 'a_b'}])
   assert len(set(names)) == 2 and all(n.startswith('d=a_b-') for n in names)
-  assert len(sweep_lib.run_name({'d': 'x' * 500})) <= 120
+  assert len(sweep_spec.run_name({'d': 'x' * 500})) <= 120
 
 
 # --- results and plots: fake finished runs, no training ----------------------------------------
@@ -87,20 +90,20 @@ def _fake_run(sweep_dir, name, values, losses, accuracy, train_loss):
   with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
     f.write(json.dumps({'step': 4, 'train/loss': 9.0}) + '\n')
     f.write(json.dumps({'step': 5, 'train/loss': train_loss, 'eval/b/loss': losses[1]}) + '\n')
-  return sweep_lib.Run(name=name, values=values, args={}, workdir=workdir)
+  return sweep_spec.Run(name=name, values=values, args={}, workdir=workdir)
 
 
 def test_results_csv_and_best_run_per_metric(tmp_path):
-  sweep = sweep_lib.Sweep(name='t', path='t.py', config='c.py', config_path='c.py', kind='grid',
-                          params={'lr': [0.1, 0.2, 0.3]}, overrides={'steps': 5}, num_samples=0,
-                          seed=0)
+  sweep = sweep_spec.Sweep(name='t', path='t.py', config='c.py', config_path='c.py', kind='grid',
+                           params={'lr': [0.1, 0.2, 0.3]}, overrides={'steps': 5}, num_samples=0,
+                           seed=0)
   runs = [_fake_run(str(tmp_path), 'lr=0.1', {'lr': 0.1}, [1.0, 3.0], 0.5, 2.0),
           _fake_run(str(tmp_path), 'lr=0.2', {'lr': 0.2}, [2.0, 1.0], 0.25, 1.5),
-          sweep_lib.Run(name='lr=0.3', values={'lr': 0.3}, args={},
-                        workdir=str(tmp_path / 'lr=0.3'))]  # failed: no summary
-  outcomes = {'lr=0.1': sweep_lib.Outcome('done'), 'lr=0.2': sweep_lib.Outcome('skipped'),
-              'lr=0.3': sweep_lib.Outcome('failed', message='boom')}
-  csv_path, md_path, text = sweep_lib.write_results(sweep, runs, outcomes, str(tmp_path))
+          sweep_spec.Run(name='lr=0.3', values={'lr': 0.3}, args={},
+                         workdir=str(tmp_path / 'lr=0.3'))]  # failed: no summary
+  outcomes = {'lr=0.1': sweep_runner.Outcome('done'), 'lr=0.2': sweep_runner.Outcome('skipped'),
+              'lr=0.3': sweep_runner.Outcome('failed', message='boom')}
+  csv_path, md_path, text = sweep_results.write_results(sweep, runs, outcomes, str(tmp_path))
   with open(csv_path) as f:
     rows = list(csv.DictReader(f))
   assert [r['status'] for r in rows] == ['done', 'done', 'failed']
@@ -117,27 +120,38 @@ def test_results_csv_and_best_run_per_metric(tmp_path):
   assert '| lr=0.3 | failed | 0.3 |' in text
 
 
-def test_plots_hook_is_optional_and_calls_report_dir(tmp_path, monkeypatch):
+def _check_plots_hook(tmp: str):
+  """The test below, in a process of its own: experiments.sweep (a CLI) defines absl flags, e.g.
+  --workdir, that experiments.report, which other tests import, defines too."""
+  from experiments import sweep  # pylint: disable=g-import-not-at-top
+  tmp_path = pathlib.Path(tmp)
   lines = []
-  assert sweep_lib.plots(str(tmp_path), lines.append, 'experiments.no_such_plots') == []
+  assert sweep.plots(str(tmp_path), lines.append, 'experiments.no_such_plots') == []
   assert not lines
   fake, calls = types.ModuleType('fake_plots'), []
   fake.report_dir = lambda path: calls.append(path) or [os.path.join(path, 'x.png')]
-  monkeypatch.setitem(sys.modules, 'fake_plots', fake)
-  assert sweep_lib.plots(str(tmp_path), lines.append, 'fake_plots') == [str(tmp_path / 'x.png')]
+  sys.modules['fake_plots'] = fake
+  assert sweep.plots(str(tmp_path), lines.append, 'fake_plots') == [str(tmp_path / 'x.png')]
   assert calls == [str(tmp_path)] and lines == [f'plot: {tmp_path / "x.png"}']
 
   def broken(path):
     raise ValueError(f'workdir: nothing to report in {path!r}')
   fake.report_dir = broken
-  assert sweep_lib.plots(str(tmp_path), lines.append, 'fake_plots') == []
+  assert sweep.plots(str(tmp_path), lines.append, 'fake_plots') == []
   assert lines[-1].startswith('plots: failed (ValueError: workdir: nothing to report')
+
+
+def test_plots_hook_is_optional_and_calls_report_dir(tmp_path):
+  out = subprocess.run([sys.executable, '-c', 'import sys; from tests import test_sweep; '
+                        'test_sweep._check_plots_hook(sys.argv[1])', str(tmp_path)],
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stdout + out.stderr
 
 
 # --- validation -----------------------------------------------------------------------------------
 def test_plan_checks_fields_types_and_configs(tmp_path):
   def plan(body):
-    return sweep_lib.plan(sweep_lib.load_sweep(_write_sweep(tmp_path, body)), str(tmp_path))
+    return sweep_spec.plan(sweep_spec.load_sweep(_write_sweep(tmp_path, body)), str(tmp_path))
 
   good = "{'config': 'configs/tiny.py', 'kind': 'zip', 'params': {'seed': [0, 1], " \
          "'optimizer.learning_rate': [1, 0.5]}, 'overrides': {'steps': 3}}"
@@ -171,7 +185,7 @@ def test_plan_checks_fields_types_and_configs(tmp_path):
       ("{'config': 'configs/tiny.py', 'kind': 'grid', 'parms': {'seed': [0]}}",
        'sweep.parms: unknown field'),
   ]:
-    with pytest.raises(sweep_lib.SweepError, match=None) as e:
+    with pytest.raises(sweep_spec.SweepError, match=None) as e:
       plan(body)
     assert message in str(e.value), (body, str(e.value))
 

@@ -10,7 +10,8 @@ import pytest
 
 from configs import models
 from configs import taskpgm as taskpgm_config
-from experiments import taskpgm_pipeline as taskpgm
+from experiments.recipes import task_mixtures as taskpgm
+from experiments.reporting import potentials_figure
 from mixing.data import eval_suites
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,6 +41,7 @@ def test_pipeline_writes_every_output_and_resumes(tmp_path):
   config.taskpgm.eval_files = str(suite)
   work = tmp_path / 'w'
   results = taskpgm.run(config, str(work), log=lambda *_: None)
+  potentials_figure.write_for(str(work))  # what experiments.taskpgm draws after the pipeline
   assert set(results) == {'base', *taskpgm.METHODS}
   assert set(results['uniform']) == {'bbh/navigate', 'bbh/web_of_lies', 'file/suite', 'average'}
   with np.load(work / 'potentials.npz') as pots:

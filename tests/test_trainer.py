@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from experiments import metrics as metrics_lib
-from experiments import trainer as trainer_lib
+from experiments.training import metrics as metrics_lib
+from experiments.recipes import runs
+from experiments.training import trainer as trainer_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,25 +35,26 @@ def _deterministic(records):
 
 
 def _params(workdir, config):
-  trainer = trainer_lib.Trainer(config, str(workdir), quiet=True)
-  assert trainer._restore()  # pylint: disable=protected-access
+  trainer = runs.make_trainer(config, str(workdir), quiet=True)
+  assert trainer.restore()  # pylint: disable=protected-access
   return trainer.step, [np.asarray(x) for x in jax.tree.leaves(trainer.state)]
 
 
 _MESH_CHILD = r'''
 import json, sys
 from configs import tiny
-from experiments import trainer as trainer_lib
+from experiments.recipes import runs
+from experiments.training import trainer as trainer_lib
 out = {}
 for data, model in ((1, 1), (4, 2)):
   config = tiny.get_config()
   config.steps, config.eval_every, config.checkpoint_every = 4, 100, 100
   config.mesh.data, config.mesh.model = data, model
-  t = trainer_lib.Trainer(config, sys.argv[1] + f'/{data}x{model}', quiet=True)
+  t = runs.make_trainer(config, sys.argv[1] + f'/{data}x{model}', quiet=True)
   t.run()
   assert t.mesh.devices.size == data * model
   out[f'{data}x{model}'] = [r['train/loss'] for r in
-                            trainer_lib.metrics_lib.read_jsonl(t.writer.path)]
+                            trainer_lib.metrics_lib.read_jsonl(t.workdir + '/metrics.jsonl')]
 print(json.dumps(out))
 '''
 
@@ -98,15 +100,15 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path):
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
   config = tiny.get_config()
   config.steps = 10
-  trainer_lib.Trainer(config, str(tmp_path), quiet=True).run()
+  runs.make_trainer(config, str(tmp_path), quiet=True).run()
   latest = tmp_path / 'checkpoints' / '10'
   for folder, _, files in os.walk(latest):
     for name in files:
       path = os.path.join(folder, name)
       with open(path, 'r+b') as f:
         f.truncate(max(os.path.getsize(path) // 2, 1))
-  trainer = trainer_lib.Trainer(config, str(tmp_path), quiet=True)
-  assert trainer._restore()  # pylint: disable=protected-access
+  trainer = runs.make_trainer(config, str(tmp_path), quiet=True)
+  assert trainer.restore()  # pylint: disable=protected-access
   assert trainer.step == 5
   assert 'checkpoint at step 10 of' in capsys.readouterr().out
   trainer.run()  # trains 6..10 again and checkpoints step 10 in place of the moved-aside one
@@ -119,8 +121,8 @@ def test_nan_loss_stops_naming_step_and_domains_and_keeps_last_good_checkpoint(t
   config.steps = 20
 
   def poison(train_fn):
-    def step(state, batch, weights):
-      state, metrics = train_fn(state, batch, weights)
+    def step(state, batch):
+      state, metrics = train_fn(state, batch)
       if int(state.step) == 8:
         metrics = dict(metrics, loss=np.float32(np.nan),
                        domain_loss_D=np.asarray(metrics['domain_loss_D']).copy())
@@ -129,10 +131,11 @@ def test_nan_loss_stops_naming_step_and_domains_and_keeps_last_good_checkpoint(t
       return state, metrics
     return step
 
-  trainer = trainer_lib.Trainer(config, str(tmp_path), quiet=True)
+  trainer = runs.make_trainer(config, str(tmp_path), quiet=True)
   with pytest.raises(trainer_lib.NonFiniteLossError,
                      match=r'at step 8; domains with a non-finite loss: synthetic/noise;'):
-    trainer.run(step_wrapper=poison)
+    trainer.train_fn = poison(trainer.train_fn)
+    trainer.run()
   assert sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints')) == [5]
   steps = [r['step'] for r in metrics_lib.read_jsonl(str(tmp_path / 'metrics.jsonl'))]
   assert max(steps) == 7
@@ -150,6 +153,7 @@ def get_config():
 
 @pytest.mark.parametrize('override,message', [
     ('--config.nope=1', "config: no field 'nope'"),
+    ('--config.mixer.nme=x', "config: no field 'mixer.nme' (did you mean 'mixer.name'?)"),
     ('--config.steps=abc', 'flag --config.steps=abc'),
     ('--config.domains=synthetic/copy:-1', "domains: negative value -1.0 for domain"),
     ('--config.domains=synthetic/copy:0', 'domains: all zero'),

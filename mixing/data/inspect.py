@@ -70,5 +70,10 @@ def main(argv):
   print(describe(packed, _EXAMPLES.value, _SEED.value))
 
 
-if __name__ == '__main__':
+def console():
+  """The `mixlab-inspect` command."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  console()

@@ -1,0 +1,137 @@
+"""Continual pre-training set-up shared by trajectory collection, agent training and comparisons.
+
+The base model: pre-trained on `continual.sources` only, cached under `continual.base_root` in a folder
+named by a fingerprint of everything that shapes it (so a changed config trains a new one). The
+evaluation environment: the base model's metrics on the whole domain space (cached beside it), and
+`features.scores` turning a run's metrics into source, target and balanced scores.
+"""
+
+import hashlib
+import json
+import os
+
+import jax
+import ml_collections
+
+from mixing import checkpoint as checkpoint_lib
+from experiments.training import atomic
+from experiments.training import runtime
+from experiments.training import state as state_lib
+from experiments.training import trainer as trainer_lib
+from mixing.agent import features
+from mixing.data import load as load_lib
+from mixing import mixer as mixer_lib
+
+
+def roles(config) -> dict[str, str]:
+  sources, _ = load_lib.parse_mixture(config.continual.sources, 'continual.sources')
+  targets, _ = load_lib.parse_mixture(config.continual.targets, 'continual.targets')
+  both = set(sources) & set(targets)
+  if both:
+    raise ValueError(f'continual.targets: {sorted(both)[0]!r} is also a source domain')
+  return {**{n: 'source' for n in sources}, **{n: 'target' for n in targets}}
+
+
+def _fingerprint(parts) -> str:
+  return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def base_config(config, spec=None) -> ml_collections.ConfigDict:
+  """The base model's pre-training run: sources only, uniform, `base_steps` steps.
+
+  `spec` holds sources, base_steps, base_learning_rate and base_root: config.continual by default
+  (TaskPGM passes config.taskpgm, which has the same fields).
+  """
+  spec = spec or config.continual
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.domains = spec.sources
+  cfg.steps = spec.base_steps
+  cfg.eval_every = cfg.checkpoint_every = cfg.steps
+  cfg.eval_items = 0
+  cfg.mixer.name = 'static'
+  cfg.init_from = ''
+  cfg.optimizer.learning_rate = spec.base_learning_rate
+  cfg.data.loss_on_prompt = True
+  cfg.optimizer.warmup_steps = 20
+  return cfg
+
+
+def base_dir(config, spec=None) -> str:
+  spec = spec or config.continual
+  cfg = base_config(config, spec)
+  key = [cfg.domains, cfg.steps, cfg.seed, cfg.seq_len, cfg.batch_size, cfg.model.to_dict(),
+         cfg.data.to_dict(), cfg.optimizer.to_dict(), cfg.domain_files.to_dict()]
+  name = cfg.domains.replace('/', '_').replace(',', '+')[:60]
+  return os.path.join(spec.base_root, f'{name}-{_fingerprint(key)}')
+
+
+def ensure_base(config, quiet: bool = False, spec=None) -> str:
+  """Trains (or resumes, or reuses) the base model; returns its run directory."""
+  spec = spec or config.continual
+  folder = base_dir(config, spec)
+  if not os.path.exists(os.path.join(folder, 'summary.json')):
+    if not quiet and jax.process_index() == 0:
+      print(f'pre-training the base model on {spec.sources} in {folder}', flush=True)
+    static_trainer(base_config(config, spec), folder, quiet=quiet).run()
+  return folder
+
+
+def with_overrides(config, overrides: dict) -> ml_collections.ConfigDict:
+  """A copy of config with {'a.b': value} overrides set."""
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  for dotted, value in overrides.items():
+    node = cfg
+    *path, last = dotted.split('.')
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return cfg
+
+
+def continual_config(config, quiet: bool = False, **overrides) -> ml_collections.ConfigDict:
+  """A continual run from the base model (trained first if needed), with overrides applied."""
+  cfg = with_overrides(config, overrides)
+  cfg.init_from = ensure_base(config, quiet=quiet)
+  return cfg
+
+
+def base_metrics(config) -> dict[str, float]:
+  """The base model's evaluation on the whole domain space (cached beside the base model)."""
+  folder = ensure_base(config, quiet=True)
+  key = _fingerprint([config.domains, config.eval_batches, config.eval_items, config.batch_size,
+                      config.domain_files.to_dict(), config.data.to_dict()])
+  path = os.path.join(folder, f'eval_{key}.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  probe = continual_config(config, quiet=True, **{'mixer.name': 'static'})
+  trainer = static_trainer(probe, os.path.join(folder, f'eval_{key}_run'), quiet=True)
+  trainer.state = trainer.state._replace(
+      params=checkpoint_lib.load_run_state(folder, trainer.state).params)
+  metrics = trainer.evaluate()
+  # Every process has the same metrics; one writes them.
+  runtime.on_process_0(f'continual.base_metrics.{key}', atomic.write_json, path, metrics)
+  return metrics
+
+
+def base_params(config, spec=None):
+  """The base model's parameters (an nnx State), e.g. to start proxies from."""
+  like = state_lib.abstract_train_state(config, runtime.make_mesh(config))
+  return checkpoint_lib.load_run_state(ensure_base(config, True, spec), like).params
+
+
+def static_trainer(config, workdir: str, quiet: bool = True) -> trainer_lib.Trainer:
+  """A Trainer mixing by the weights written in config.domains (the base model, its evaluation)."""
+  _, weights = load_lib.parse_mixture(config.domains)
+  return trainer_lib.Trainer(config, workdir, mixer_lib.Static(weights), quiet=quiet)
+
+
+def scores_table(rows: dict) -> str:
+  lines = ['| run | source score | target score | balanced score |', '|---|---:|---:|---:|']
+  main = {k: v for k, v in rows.items() if ':' not in k}
+  best = max(main.values(), key=lambda s: s['balanced'])['balanced'] if main else None
+  for name, s in rows.items():
+    mark = '**' if s['balanced'] == best and name in main else ''
+    lines.append(f'| {name} | {s["source"]:+.4f} | {s["target"]:+.4f} | '
+                 f'{mark}{s["balanced"]:+.4f}{mark} |')
+  return '\n'.join(lines)

@@ -1,0 +1,317 @@
+"""TaskPGM end to end: base model, single-task population, probes, potentials, mixtures, fine-tunes.
+
+Run by `python -m experiments.taskpgm --config=configs/taskpgm.py --workdir=W`.
+Stages, each cached in W so a re-run resumes: the base model (shared cache, see experiments/continual);
+W/single_task (one fine-tune per task, as a population); W/potentials.npz (unary, jsd, pmi, task
+names); W/mixtures.json (every method's mixture) and W/mixture.json (TaskPGM's, task -> weight);
+W/finetune (the base fine-tuned on each mixture, same budget, as a population); W/results.json
+(method -> evaluation task -> test accuracy), W/results.md, and W/potentials.png|svg (heatmaps and the
+task graph).
+"""
+
+import functools
+import json
+import os
+
+from flax import nnx
+import jax
+import ml_collections
+import numpy as np
+
+from experiments.training import atomic
+from experiments.recipes import continual
+from experiments.training import evaluate as evaluate_lib
+from experiments.training import population as population_lib
+from experiments.training import runtime
+from mixing.mixers import static
+from mixing.agent import features
+from mixing.data import domains as domains_lib
+from mixing.data import eval_suites
+from mixing.data import load as load_lib
+from mixing.data import tokenizer
+from mixing.taskpgm import energy
+from mixing.taskpgm import greedy
+from mixing.taskpgm import potentials
+
+
+UNARY = ('val_acc', 'val_loss', 'size')  # see configs/taskpgm.py
+POTENTIAL_KEYS = ('tasks', 'sizes', 'val_acc_gain', 'val_loss_gain', 'jsd', 'pmi')
+METHODS = ('uniform', 'size-proportional', 'temperature', 'unary-only', 'taskpgm-jsd',
+           'taskpgm-pmi', 'greedy')
+
+
+def check(config):
+  t = config.taskpgm
+  tasks, _ = load_lib.parse_mixture(t.tasks, 'taskpgm.tasks')
+  for name in tasks:
+    if name not in config.domain_files:
+      domains_lib.check_builtin_name(name)
+  evals, _ = load_lib.parse_mixture(t.eval_tasks, 'taskpgm.eval_tasks') if t.eval_tasks else ([], [])
+  for name in evals:
+    if name not in tasks:
+      raise ValueError(f'taskpgm.eval_tasks: {name!r} is not in taskpgm.tasks')
+  if not 0 < t.val_fraction < 1:
+    raise ValueError(f'taskpgm.val_fraction: must be in (0, 1), got {t.val_fraction}')
+  if t.unary not in UNARY:
+    raise ValueError(f'taskpgm.unary: one of {", ".join(UNARY)}, got {t.unary!r}')
+  energy.check_problem(np.zeros(1), np.zeros((1, 1)), t.lam, t.tau)
+  greedy._check_budget(t.budget, None, len(tasks))  # pylint: disable=protected-access
+  files = [f for f in t.eval_files.split(',') if f]
+  return tasks, evals, [(eval_suites.suite_name(f), eval_suites.load_eval_file(f)) for f in files]
+
+
+def suites(config, domains, evals, file_suites):
+  """name -> (validation items, test items), each domain's eval items split by a seeded split."""
+  t = config.taskpgm
+  by_name = {d.name: d.domain for d in domains}
+  out = {}
+  for name, items in [(n, list(by_name[n].items)) for n in evals] + file_suites:
+    out[name] = eval_suites.split_items(items, t.val_fraction, config.data.seed, name)
+  return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _next_token_probs(graphdef, params, tokens_BxL):
+  return jax.nn.softmax(nnx.merge(graphdef, params)(tokens_BxL), axis=-1)
+
+
+def _teacher_forced(graphdef, params, items, batch: int = 32):
+  """For each item: target-token NLLs and the next-token distributions at the target positions."""
+  nll, probs = [], []
+  for start in range(0, len(items), batch):
+    chunk = items[start:start + batch]
+    seqs = [(tokenizer.encode(it.prompt, bos=True), tokenizer.encode(' ' + it.target.strip(),
+                                                                      eos=True)) for it in chunk]
+    length = max(len(a) + len(b) for a, b in seqs) - 1
+    tokens = np.full((len(chunk), length), tokenizer.PAD, np.int32)
+    for i, (a, b) in enumerate(seqs):
+      ids = np.concatenate([a, b])[:-1]
+      tokens[i, :len(ids)] = ids
+    probs_BxLxV = np.asarray(_next_token_probs(graphdef, params, tokens))
+    for i, (a, b) in enumerate(seqs):
+      positions = np.arange(len(a) - 1, len(a) + len(b) - 1)
+      p_TxV = probs_BxLxV[i, positions]
+      probs.append(p_TxV)
+      nll.append(float(-np.log(np.maximum(p_TxV[np.arange(len(b)), b], 1e-30)).mean()))
+  return np.array(nll), probs
+
+
+def _write_json(path: str, obj) -> None:
+  runtime.on_process_0(f'write {path}', atomic.write_json, path, obj)
+
+
+def _write_npz(path: str, arrays: dict) -> None:
+  runtime.on_process_0(f'write {path}', atomic.replace, path, lambda tmp: np.savez(tmp, **arrays))
+
+
+def accuracy(graphdef, params, items) -> float:
+  """Exact match of greedy decoding after stripping whitespace."""
+  max_new = max(len(it.target.encode()) for it in items) + 4
+  return evaluate_lib.exact_match(graphdef, params, items, max_new)
+
+
+def potentials_stage(config, workdir, tasks, domains, suite_items, base_params, log):
+  path = os.path.join(workdir, 'potentials.npz')
+  if os.path.exists(path):
+    with np.load(path) as z:
+      if set(POTENTIAL_KEYS) <= set(z.files):
+        return {k: z[k] for k in z.files}
+  t = config.taskpgm
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.steps = cfg.checkpoint_every = t.single_task_steps
+  pop = population_lib.Population(cfg, os.path.join(workdir, 'single_task'), np.eye(len(tasks)),
+                                  domains=domains, init_params=base_params, quiet=False,
+                                  label=f'{len(tasks)} single-task fine-tunes')
+  pop.run()
+  val = [(name, it) for name, (v, _) in suite_items.items() for it in v]
+  rng = np.random.default_rng(config.data.seed)
+  probe_ids = sorted(rng.choice(len(val), min(t.probes, len(val)), replace=False).tolist())
+  gain_per_suite = lambda nll_base, nll: np.mean([
+      np.mean([b - m for (name, _), b, m in zip(val, nll_base, nll) if name == s])
+      for s in suite_items])
+  val_acc = lambda params: np.array([accuracy(pop.graphdef, params, v)
+                                     for v, _ in suite_items.values()])
+  base_nll, _ = _teacher_forced(pop.graphdef, base_params, [it for _, it in val])
+  base_acc = val_acc(base_params)
+  loss_gain, acc_gain, probs = [], [], []
+  for k in range(len(tasks)):
+    nll, p = _teacher_forced(pop.graphdef, pop.params(k), [it for _, it in val])
+    loss_gain.append(gain_per_suite(base_nll, nll))
+    acc_gain.append(float(np.mean(val_acc(pop.params(k)) - base_acc)))
+    probs.append(np.concatenate([p[i] for i in probe_ids]))
+    log(f'single-task model {tasks[k]}: validation accuracy gain {acc_gain[-1]:+.4f}, '
+        f'NLL gain {loss_gain[-1]:+.4f}')
+  # Every probe counts the same, however many target positions it has.
+  weights_P = np.concatenate([np.full(len(p[i]), 1.0 / len(p[i])) for i in probe_ids])
+  probs_NxPxV = np.stack(probs).astype(np.float32)
+  sizes = np.array([d.train.num_tokens for d in domains], np.float64)
+  gains = {'val_acc': np.array(acc_gain), 'val_loss': np.array(loss_gain), 'size': np.log10(sizes)}
+  out = {'tasks': np.array(tasks), 'unary': gains[t.unary], 'sizes': sizes,
+         'val_acc_gain': gains['val_acc'], 'val_loss_gain': gains['val_loss'],
+         'jsd': potentials.jsd_matrix(probs_NxPxV, weights_P),
+         'pmi': potentials.pmi_matrix(probs_NxPxV, weights_P)}
+  _write_npz(path, out)
+  return out
+
+
+def unary(config, pots) -> np.ndarray:
+  """The configured utility, scaled to max |u| = 1 so lam and tau mean the same for any unary."""
+  u = {'val_acc': pots['val_acc_gain'], 'val_loss': pots['val_loss_gain'],
+       'size': np.log10(pots['sizes'])}[config.taskpgm.unary]
+  return _unit_scale(u)
+
+
+def _unit_scale(u_N):
+  return u_N / max(np.abs(u_N).max(), 1e-12)
+
+
+def mixtures(config, pots) -> tuple[dict, dict]:
+  """Every method's mixture over the pool, and the discrete variant's report."""
+  t = config.taskpgm
+  tasks = [str(x) for x in pots['tasks']]
+  u = unary(config, pots)
+  r = {kind: energy.redundancy(kind, jsd_NxN=pots['jsd'], pmi_NxN=pots['pmi'],
+                               self_term=t.self_redundancy) for kind in ('jsd', 'pmi')}
+  solve = lambda lam, kind: energy.mirror_descent(u, r[kind], lam, t.tau)[0]
+  # The set function's lam is lam / budget: for a uniform mixture over k tasks the energy weighs a
+  # pair by lam / k^2 against u_i / k, which is F(S) scaled by 1 / k with lam / k per pair.
+  set_lam = t.lam / t.budget
+  subset, value = greedy.greedy_select(u, r[t.redundancy], set_lam, t.budget)
+  if not subset:  # no task has a positive gain; a mixture still needs one: the most useful
+    subset = [int(np.argmax(u))]
+    value = greedy.value(subset, u, r[t.redundancy], set_lam)
+  ratio = greedy.submodularity_ratio(u, r[t.redundancy], set_lam, t.budget)
+  out = {
+      'uniform': np.full(len(tasks), 1.0 / len(tasks)),
+      'size-proportional': static.temperature_weights(pots['sizes'], 1.0),
+      'temperature': static.temperature_weights(pots['sizes'], t.temperature),
+      'unary-only': solve(0.0, t.redundancy),
+      'taskpgm-jsd': solve(t.lam, 'jsd'),
+      'taskpgm-pmi': solve(t.lam, 'pmi'),
+      'greedy': greedy.resolve_mixture(u, r[t.redundancy], t.lam, t.tau, subset),
+  }
+  discrete = {'selected': [tasks[i] for i in subset], 'value': value, 'set_lam': set_lam, **ratio}
+  return {m: dict(zip(tasks, map(float, w))) for m, w in out.items()}, discrete
+
+
+def guarantee_text(discrete: dict) -> str:
+  text = (f'submodularity ratio gamma = {discrete["gamma"]:.3f} ({discrete["kind"]}), '
+          f'guarantee 1 - e^-gamma = {discrete["guarantee"]:.3f} of the optimum')
+  if discrete['applies']:
+    return text
+  return (text + ', which does not apply here: F is not monotone within the budget, so greedy '
+          'stopped at the last positive marginal gain')
+
+
+def finetune_stage(config, workdir, tasks, domains, mixes, suite_items, base_params, log):
+  path = os.path.join(workdir, 'results.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  t = config.taskpgm
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.steps = cfg.checkpoint_every = t.finetune_steps
+  weights = np.array([[mixes[m][name] for name in tasks] for m in METHODS])
+  pop = population_lib.Population(cfg, os.path.join(workdir, 'finetune'), weights,
+                                  [config.seed] * len(METHODS), domains=domains,
+                                  init_params=base_params, quiet=False,
+                                  label=f'{len(METHODS)} mixtures, same budget')
+  pop.run()
+  results = {}
+  for k, method in enumerate(('base',) + METHODS):
+    params = base_params if method == 'base' else pop.params(k - 1)
+    results[method] = {}
+    for name, (_, test) in suite_items.items():
+      results[method][name] = accuracy(pop.graphdef, params, test)
+    results[method]['average'] = float(np.mean(list(results[method].values())))
+    log(f'{method}: average test accuracy {results[method]["average"]:.4f}')
+  _write_json(path, results)
+  return results
+
+
+def results_table(results: dict) -> str:
+  suites_ = [k for k in next(iter(results.values())) if k != 'average']
+  best = {s: max(r[s] for m, r in results.items() if m != 'base') for s in suites_ + ['average']}
+  lines = ['| method | ' + ' | '.join(s.split('/')[-1] for s in suites_) + ' | average |',
+           '|---|' + '---:|' * (len(suites_) + 1)]
+  for method, r in results.items():
+    cells = [f'**{r[s]:.3f}**' if method != 'base' and r[s] == best[s] else f'{r[s]:.3f}'
+             for s in suites_ + ['average']]
+    lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def run(config, workdir: str, log=print) -> dict:
+  tasks, evals, file_suites = check(config)
+  os.makedirs(workdir, exist_ok=True)
+  _, _, domains = runtime.load_run_domains(config)
+  suite_items = suites(config, domains, evals, file_suites)
+  base_params = continual.base_params(config, spec=config.taskpgm)
+  pots = potentials_stage(config, workdir, tasks, domains, suite_items, base_params, log)
+  pots = dict(pots, unary=unary(config, pots))  # the configured utility, whatever was cached
+  mixes, discrete = mixtures(config, pots)
+  main_method = f'taskpgm-{config.taskpgm.redundancy}'
+  _write_json(os.path.join(workdir, 'mixtures.json'), {'mixtures': mixes, 'discrete': discrete})
+  _write_json(os.path.join(workdir, 'mixture.json'), mixes[main_method])
+  log(f'greedy picked {discrete["selected"]}: {guarantee_text(discrete)}')
+  results = finetune_stage(config, workdir, tasks, domains, mixes, suite_items, base_params, log)
+  text = (f'# TaskPGM: test exact-match accuracy, same fine-tuning budget '
+          f'({config.taskpgm.finetune_steps} steps)\n\n{results_table(results)}\n\n'
+          f'Discrete variant: {discrete["selected"]}; {guarantee_text(discrete)}.\n')
+  runtime.on_process_0('write results.md', atomic.write_text,
+                       os.path.join(workdir, 'results.md'), text)
+  return results
+
+
+def domain_mixture(config, workdir: str, log=print) -> dict:
+  """TaskPGM over the domains of a continual config (a `taskpgm` section beside `continual`).
+
+  The tasks are the run's domains; each single-domain model continues from the continual base model
+  for taskpgm.single_task_steps steps (one population). u_i is that model's balanced score over the
+  base (held-out loss improvements of the source and target fields, experiments/continual), the
+  probes are taskpgm.probes held-out rows spread over the domains, each read at up to
+  taskpgm.probe_positions scored positions. Cached: W/potentials.npz and W/mixture.json.
+  """
+  t = config.taskpgm
+  path = os.path.join(workdir, 'mixture.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  names, _, domains = runtime.load_run_domains(config)
+  base_params = continual.base_params(config)
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.steps = cfg.checkpoint_every = t.single_task_steps
+  cfg.mixer.name = 'static'
+  pop = population_lib.Population(cfg, os.path.join(workdir, 'single_domain'), np.eye(len(names)),
+                                  domains=domains, init_params=base_params, quiet=False,
+                                  label=f'TaskPGM: {len(names)} single-domain fine-tunes')
+  loss_KxD = pop.run()
+  roles = continual.roles(config)
+  base = {k: v for k, v in continual.base_metrics(config).items() if k.endswith('/loss')}
+  u = np.array([features.scores({f'eval/{n}/loss': l for n, l in zip(names, loss_D)}, base, roles,
+                                config.continual.balance)['balanced'] for loss_D in loss_KxD])
+  rows = np.concatenate([b['inputs_BxL'] for b in pop.eval_set])
+  mask = np.concatenate([b['mask_BxL'] for b in pop.eval_set])
+  rng = np.random.default_rng(config.data.seed)
+  probe_rows = rng.choice(np.flatnonzero(mask.sum(1) > 0), min(t.probes, len(rows)), replace=False)
+  positions = [np.sort(rng.permutation(np.flatnonzero(mask[r]))[:t.probe_positions])
+               for r in probe_rows]
+  probs_NxPxV = []
+  for k in range(len(names)):  # one forward pass over every probe row per model
+    probs_RxLxV = np.asarray(_next_token_probs(pop.graphdef, pop.params(k), rows[probe_rows]))
+    probs_NxPxV.append(np.concatenate([p_LxV[pos] for p_LxV, pos in zip(probs_RxLxV, positions)]))
+  probs_NxPxV = np.stack(probs_NxPxV)
+  weights_P = np.concatenate([np.full(len(pos), 1.0 / len(pos)) for pos in positions])
+  pots = {'tasks': np.array(names), 'unary': u, 'sizes': np.array(
+              [d.train.num_tokens for d in domains], np.float64),
+          'jsd': potentials.jsd_matrix(probs_NxPxV, weights_P),
+          'pmi': potentials.pmi_matrix(probs_NxPxV, weights_P)}
+  _write_npz(os.path.join(workdir, 'potentials.npz'), pots)
+  r = energy.redundancy(t.redundancy, jsd_NxN=pots['jsd'], pmi_NxN=pots['pmi'],
+                        self_term=t.self_redundancy)
+  w, _ = energy.mirror_descent(_unit_scale(u), r, t.lam, t.tau)
+  mixture = dict(zip(names, map(float, w)))
+  for name, ui in zip(names, u):
+    log(f'TaskPGM: {name} utility {ui:+.4f} -> weight {mixture[name]:.3f}')
+  _write_json(path, mixture)
+  return mixture

@@ -1,0 +1,87 @@
+"""The one place a config becomes model + optimizer + sharded train state.
+
+Parameters are created directly in their shards, as nanodo's `_init_train_state` does: the init is
+traced abstractly (`jax.eval_shape`), shardings are derived from the abstract state, and the init runs
+under `jax.jit(..., out_shardings=...)`, so no device ever holds an unsharded copy of a large model.
+A population stacks K members' states on a leading axis (vmapped init over their seeds), sharded over
+the mesh's data axis when K divides by it.
+"""
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+import optax
+
+from experiments.training import step as step_lib
+from models import presets
+from models import sharding as sharding_lib
+from models import transformer
+
+
+@dataclasses.dataclass
+class Built:
+  graphdef: nnx.GraphDef  # the model's structure (nnx.merge(graphdef, state.params) is the model)
+  state: step_lib.TrainState  # sharded; with a population, every leaf has a leading member axis
+  sharding: Any  # the state's sharding tree (or one NamedSharding for every leaf of a population)
+  tx: optax.GradientTransformation
+  schedule: Callable[[int], Any]  # learning rate of update i (0-based)
+
+
+def optimizer(config) -> tuple[optax.GradientTransformation, Callable]:
+  """AdamW and its schedule from `config.optimizer`, over `config.steps`."""
+  o = config.optimizer
+  tx = step_lib.make_optimizer(o.learning_rate, o.warmup_steps, config.steps, o.weight_decay,
+                               o.clip_norm, o.b1, o.b2)
+  return tx, step_lib.make_schedule(o.learning_rate, o.warmup_steps, config.steps)
+
+
+def member_sharding(mesh, k: int) -> NamedSharding:
+  """Population members over the data axis when k divides by it, else replicated."""
+  axis = 'data' if k % mesh.shape['data'] == 0 else None
+  return NamedSharding(mesh, PartitionSpec(axis))
+
+
+def _model_and_init(config):
+  model_config = presets.model_config(config.model, config.seq_len)
+  tx, schedule = optimizer(config)
+  graphdef, _ = nnx.split(nnx.eval_shape(
+      lambda: transformer.Transformer(model_config, rngs=nnx.Rngs(0))))
+
+  def init(seed, params):
+    if params is None:
+      model = transformer.Transformer(model_config, rngs=nnx.Rngs(jax.random.key(seed)))
+      params = nnx.split(model)[1]
+    return step_lib.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+  return graphdef, init, tx, schedule
+
+
+def abstract_train_state(config, mesh):
+  """The train state's shapes, dtypes and shardings, nothing allocated (e.g. to restore into)."""
+  _, init, _, _ = _model_and_init(config)
+  abstract = jax.eval_shape(lambda: init(config.seed, None))
+  sharding = sharding_lib.state_shardings(abstract, mesh)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
+                      sharding)
+
+
+def build_train_state(config, mesh, seeds: Sequence[int] | None = None, init_params=None) -> Built:
+  """Model + optimizer + train state for `config`, created in their shards.
+
+  seeds=None: one model seeded by config.seed, sharded by the logical-axis rules. seeds=[s_1..s_K]:
+  a population of K members (leading axis), member k seeded by s_k. init_params: parameters every
+  model starts from instead of its random init (e.g. a base model), with a fresh optimizer state.
+  """
+  graphdef, init, tx, schedule = _model_and_init(config)
+  if seeds is None:
+    make = lambda params: init(config.seed, params)
+    sharding = sharding_lib.state_shardings(jax.eval_shape(make, init_params), mesh)
+    state = jax.jit(make, out_shardings=sharding)(init_params)
+  else:
+    sharding = member_sharding(mesh, len(seeds))
+    make = jax.vmap(init, in_axes=(0, None))
+    state = jax.jit(make, out_shardings=sharding)(jnp.asarray(seeds, jnp.int32), init_params)
+  return Built(graphdef, state, sharding, tx, schedule)

@@ -1,0 +1,52 @@
+"""Model presets as config sections, and the config section -> ModelConfig function.
+
+A run's `config.model` names a preset (`tiny`, `quickstart`, `m13`; see models.transformer) and may
+override any of its fields; a field left at 0 takes the preset's value. So `--config.model.preset=m13`
+switches every field to m13's, and `--config.model.d_model=256` changes one field of whichever preset
+is chosen.
+"""
+
+import ml_collections
+
+from models import transformer
+
+FIELDS = ('d_model', 'num_layers', 'num_heads', 'd_ff', 'rope_base')
+
+
+def get_config(preset: str = 'quickstart') -> ml_collections.ConfigDict:
+  """The `model` section of a run's config: a preset, and per-field overrides (0: the preset's)."""
+  check_preset(preset)
+  config = ml_collections.ConfigDict()
+  config.preset = preset  # tiny | quickstart | m13: where every field left at 0 comes from
+  config.d_model = 0  # residual width (0: the preset's)
+  config.num_layers = 0  # transformer blocks (0: the preset's)
+  config.num_heads = 0  # attention heads; d_model must split into heads of even size (0: preset's)
+  config.d_ff = 0  # SwiGLU hidden width (0: the preset's)
+  config.rope_base = 0.0  # RoPE base frequency (0: the preset's)
+  return config
+
+
+def check_preset(preset: str) -> None:
+  if preset not in transformer.PRESETS:
+    raise ValueError(f'model.preset: unknown {preset!r} (known: {", ".join(transformer.PRESETS)})')
+
+
+def resolve(config: ml_collections.ConfigDict) -> dict:
+  """{field: value} of a `model` section: the preset's values, with every non-zero field applied."""
+  check_preset(config.preset)
+  preset = transformer.PRESETS[config.preset]()
+  values = {}
+  for field in FIELDS:
+    value = config.get(field, 0)
+    if value < 0:
+      raise ValueError(f'model.{field}: must be positive (or 0 for the preset\'s), got {value!r}')
+    values[field] = value or getattr(preset, field)
+  d, h = values['d_model'], values['num_heads']
+  if d % h or (d // h) % 2:
+    raise ValueError(f'model.num_heads: d_model {d} must split into {h} heads of even size')
+  return values
+
+
+def model_config(config: ml_collections.ConfigDict, seq_len: int) -> transformer.ModelConfig:
+  """The ModelConfig a run's `config.model` describes."""
+  return transformer.ModelConfig(max_len=seq_len, **resolve(config))
