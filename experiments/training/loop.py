@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from experiments.training import metrics as metrics_lib
+from experiments.training import workdir as workdir_lib
 from mixing import checkpoint as checkpoint_lib
 
 
@@ -194,6 +195,9 @@ class Loop:
       self.since_update = Sums.zeros(self.members, len(self.names))
     if boundary and self._checkpointing and (step % c.checkpoint_every == 0 or step == c.steps):
       self.checkpointer.save(step, self.state, self.meta())
+      if os.path.isdir(workdir_lib.replaced_path(self.workdir)):  # --overwrite's old run: once this
+        self.checkpointer.wait()  # run's first checkpoint is committed, it is no longer needed
+        workdir_lib.release_replaced(self.workdir)
 
   def _is_boundary(self, step: int, until: int) -> bool:
     c = self.config

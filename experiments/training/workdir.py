@@ -2,8 +2,10 @@
 
 Resuming a run (same config, possibly more `steps`) is the normal case; pointing a command at a
 directory that holds another experiment is a mistake that would mix two runs' checkpoints and
-metrics, so it is an error unless the caller passes overwrite=True (the CLIs' --overwrite), which
-clears the directory first.
+metrics, so it is an error unless the caller passes overwrite=True (the CLIs' --overwrite). The old
+run is then moved aside to `<workdir>.replaced` and deleted only once the new run has written its first
+checkpoint (`release_replaced`, called by the training loop after every save), so a new run that
+fails early loses nothing: the old one is still there to move back.
 """
 
 import json
@@ -50,7 +52,7 @@ def claim(workdir: str, config, overwrite: bool = False) -> None:
   path = os.path.join(workdir, CONFIG_FILE)
   if overwrite:
     if os.path.isdir(workdir) and os.listdir(workdir) and jax.process_index() == 0:
-      shutil.rmtree(workdir)
+      _move_aside(workdir)
   elif os.path.exists(path):
     with open(path) as f:
       try:
@@ -70,6 +72,27 @@ def claim(workdir: str, config, overwrite: bool = False) -> None:
     # (--overwrite) and claimed it; every process read the same config.json above, so all get here.
     multihost_utils.sync_global_devices('workdir.claim')
     _check_shared(workdir, path)
+
+
+def replaced_path(workdir: str) -> str:
+  return os.path.normpath(workdir) + '.replaced'
+
+
+def _move_aside(workdir: str) -> None:
+  """The old run goes to <workdir>.replaced (an older one still there is deleted first)."""
+  aside = replaced_path(workdir)
+  if os.path.exists(aside):
+    shutil.rmtree(aside)
+  os.replace(workdir, aside)
+  print(f'--overwrite: the previous run is kept in {aside} until this run writes its first '
+        'checkpoint', flush=True)
+
+
+def release_replaced(workdir: str) -> None:
+  """Deletes the run --overwrite moved aside, once this run has a checkpoint of its own."""
+  aside = replaced_path(workdir)
+  if jax.process_index() == 0 and os.path.isdir(aside):
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _check_shared(workdir: str, path: str) -> None:
