@@ -21,9 +21,11 @@ _ONLY = flags.DEFINE_list('only', list(SECTIONS), f'Sections to run, of {", ".jo
 
 def main(argv):
   del argv
+  if not _ONLY.value:
+    raise ValueError(f'only: give at least one section of {", ".join(SECTIONS)}')
   unknown = [s for s in _ONLY.value if s not in SECTIONS]
   if unknown:
-    cli.fail(f'only: unknown section {unknown[0]!r} (known: {", ".join(SECTIONS)})')
+    raise ValueError(f'only: unknown section {unknown[0]!r} (known: {", ".join(SECTIONS)})')
   for section in _ONLY.value:
     print(importlib.import_module(SECTIONS[section]).report(), flush=True)
     print()

@@ -1,9 +1,11 @@
-r"""Collects random data-mixing trajectories from small proxy models (see experiments/agent.py).
+r"""Collects random data-mixing trajectories from small proxy models (recipes/trajectories.py).
 
   python -m experiments.collect_trajectories --config=configs/continual_math.py --workdir=T
+
+Finished rounds are kept: a re-run (after a crash, or with more `trajectories.num`) resumes. T holds
+the rounds of one collection config; another is refused unless --overwrite.
 """
 
-import json
 import os
 
 from absl import flags
@@ -11,12 +13,14 @@ import jax
 from ml_collections import config_flags
 
 from experiments.recipes import trajectories as agent
+from experiments.training import atomic
 from experiments.training import cli
 from experiments.training import distributed
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Continual config, e.g. '
                                           'configs/continual_math.py.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the trajectories go.', required=True)
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace trajectories of another config.')
 
 
 def main(argv):
@@ -24,15 +28,15 @@ def main(argv):
   distributed.initialize()
   config = cli.config_with(_CONFIG.value, 'continual', 'configs/continual_math.py')
   try:
-    dataset = agent.collect(config, _WORKDIR.value)
+    dataset = agent.collect(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
   except ValueError as e:
     cli.fail(e)
   if jax.process_index() != 0:  # the others trained their share of the proxies; one reports
     return
   print(f'{dataset.num_trajectories} trajectories ({len(dataset)} transitions) in '
         f'{os.path.join(_WORKDIR.value, "dataset")}')
-  with open(os.path.join(_WORKDIR.value, 'collection.json'), 'w') as f:
-    json.dump({'trajectories': dataset.num_trajectories, 'transitions': len(dataset)}, f)
+  atomic.write_json(os.path.join(_WORKDIR.value, 'collection.json'),
+                    {'trajectories': dataset.num_trajectories, 'transitions': len(dataset)})
 
 
 def console():

@@ -2,18 +2,20 @@ r"""Continual pre-training on the same budget: every baseline and the Data Mixin
 
   python -m experiments.continual_compare --config=configs/continual_math.py --agent_dir=A --workdir=W
 
-Runs (each a continual run from the cached base model, in W/<row>/; finished runs are reused):
+Runs (each a continual run from the cached base model, in W/<row>/; finished runs are reused, but
+only under the config that made them: another is refused before anything trains, with one line naming
+the fields, and `--overwrite` recomputes every row):
 source-only, target-only, uniform, the best static two-group ratio of a grid over the target share (an
 oracle for static mixing), DoReMi, ODM, RegMix and the agent; then, without retraining the agent, three
 generalization settings, each with uniform beside the agent: an unseen source field (a base model
 pre-trained on `--unseen_sources`), an unseen target model (wider and deeper than the proxies), and an
-unseen domain space (`--unseen_space_sources` + `--unseen_space_targets`). Writes W/scores.json,
-W/report.md (source, target and balanced scores) and plots: the weights the agent chose over its run
+unseen domain space (`--unseen_space_sources` + `--unseen_space_targets`). Writes W/scores.json (the
+rows of `--methods` replace theirs; the other rows already there are kept), W/report.md (source,
+target and balanced scores) and plots: the weights the agent chose over its run
 (stacked) and, from the trajectories, the mean weights of the steps that raised each score against
 those that lowered it.
 """
 
-import json
 import os
 
 from absl import flags
@@ -43,9 +45,10 @@ _UNSEEN_SPACE_SOURCES = flags.DEFINE_string('unseen_space_sources', 'code/python
                                             'prose/poems', 'Sources of the unseen domain space.')
 _UNSEEN_SPACE_TARGETS = flags.DEFINE_string('unseen_space_targets', 'math/easy,math/medium,math/hard',
                                             'Targets of the unseen domain space.')
-_METHODS = flags.DEFINE_list('methods', ['source-only', 'target-only', 'uniform', 'oracle', 'doremi',
-                                         'odm', 'regmix', 'agent', 'generalization'],
-                             'Rows to run.')
+_METHODS = flags.DEFINE_list('methods', list(agent_study.METHODS),
+                             'Rows to run; the rows of the others already in W/scores.json are kept.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace the runs of a workdir that holds another '
+                               'config\'s (all of them are recomputed).')
 
 
 def plot_raise_vs_lower(trajectories: str, out: str):
@@ -80,22 +83,17 @@ def main(argv):
     rows = agent_study.compare(
         config, _AGENT_DIR.value, _WORKDIR.value, _METHODS.value, _GRID.value,
         _UNSEEN_SOURCES.value, _UNSEEN_MODEL.value, _UNSEEN_SPACE_SOURCES.value,
-        _UNSEEN_SPACE_TARGETS.value)
+        _UNSEEN_SPACE_TARGETS.value, overwrite=_OVERWRITE.value)
   except ValueError as e:
     cli.fail(e)
-  if jax.process_index() != 0:  # every process ran every row's training; one writes the report
+  if jax.process_index() != 0:  # every process ran every row's training; one draws and prints
     return
-  text = '# Continual pre-training: scores on the same budget\n\n' + continual.scores_table(rows) + '\n'
-  with open(os.path.join(_WORKDIR.value, 'scores.json'), 'w') as f:
-    json.dump(rows, f, indent=1)
-  with open(os.path.join(_WORKDIR.value, 'report.md'), 'w') as f:
-    f.write(text)
   if os.path.exists(os.path.join(_WORKDIR.value, 'agent', 'mixer.jsonl')):
     plots.weights_figure({'agent': os.path.join(_WORKDIR.value, 'agent')},
                          os.path.join(_WORKDIR.value, 'agent_weights'))
   if _TRAJECTORIES.value:
     plot_raise_vs_lower(_TRAJECTORIES.value, os.path.join(_WORKDIR.value, 'raise_vs_lower'))
-  print(text)
+  print('# Continual pre-training: scores on the same budget\n\n' + continual.scores_table(rows))
 
 
 def console():

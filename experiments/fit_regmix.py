@@ -10,12 +10,9 @@ Writes one prediction per row of --predict (columns index, predicted), in its or
 mixture (simulation over the training mixtures' mean as prior); with --actual, the Spearman correlation.
 """
 
-import csv
-import os
-
 from absl import flags
-import numpy as np
 
+from experiments.training import atomic
 from experiments.training import cli
 from mixing.mixers import regmix
 
@@ -32,36 +29,28 @@ _TOP_K = flags.DEFINE_integer('top_k', 100, 'Best mixtures averaged into the pro
 
 def main(argv):
   del argv
-  try:
-    names, x_NxD, y_N = regmix.load_training_set(_MIXTURES.value, _LOSSES.value, _TARGET.value)
-    if _PREDICT.value:
-      header, rows = regmix.read_csv(_PREDICT.value, 'predict')
-      if [h for h in header if h != 'index'] != names:
-        raise ValueError(f'predict: columns of {_PREDICT.value!r} differ from the mixtures\'')
-    if _PREDICT.value and not _OUT.value:
+  names, x_NxD, y_N = regmix.load_training_set(_MIXTURES.value, _LOSSES.value, _TARGET.value)
+  if _PREDICT.value:
+    header, rows = regmix.read_csv(_PREDICT.value, 'predict')
+    if [h for h in header if h != 'index'] != names:
+      raise ValueError(f'predict: columns of {_PREDICT.value!r} differ from the mixtures\'')
+    if not _OUT.value:
       raise ValueError('out: give --out=FILE for the predictions')
-    if _SAMPLES.value < _TOP_K.value or _TOP_K.value < 1:
-      raise ValueError(f'top_k: {_TOP_K.value} must be in [1, samples={_SAMPLES.value}]')
-  except ValueError as e:
-    cli.fail(e)
+    cli.check_writable('out', _OUT.value, directory=False)
+  if _SAMPLES.value < _TOP_K.value or _TOP_K.value < 1:
+    raise ValueError(f'top_k: {_TOP_K.value} must be in [1, samples={_SAMPLES.value}]')
+  if _ACTUAL.value and not _PREDICT.value:
+    raise ValueError('actual: --actual needs --predict (the rows it holds the truth for)')
+  actual = (regmix.load_training_set(_PREDICT.value, _ACTUAL.value, _TARGET.value)[2]
+            if _ACTUAL.value else None)
   model = regmix.Regressor().fit(x_NxD, y_N)
   if _PREDICT.value:
     index_N = rows[:, header.index('index')]
-    weights = rows[:, [i for i, h in enumerate(header) if h != 'index']]
-    pred_N = model.predict(weights)
-    tmp = _OUT.value + '.tmp'
-    with open(tmp, 'w', newline='') as f:
-      out = csv.writer(f)
-      out.writerow(['index', 'predicted'])
-      out.writerows([[int(i) if float(i).is_integer() else i, repr(float(p))]
-                     for i, p in zip(index_N, pred_N)])
-    os.replace(tmp, _OUT.value)
+    pred_N = model.predict(rows[:, [i for i, h in enumerate(header) if h != 'index']])
+    atomic.write_text(_OUT.value, 'index,predicted\n' + ''.join(
+        f'{int(i) if float(i).is_integer() else i},{float(p)!r}\n' for i, p in zip(index_N, pred_N)))
     print(f'wrote {len(pred_N)} predictions to {_OUT.value}')
-    if _ACTUAL.value:
-      try:
-        _, _, actual = regmix.load_training_set(_PREDICT.value, _ACTUAL.value, _TARGET.value)
-      except ValueError as e:
-        cli.fail(e)
+    if actual is not None:
       print(f'Spearman rank correlation (predicted vs actual {_TARGET.value}): '
             f'{regmix.spearman(pred_N, actual):.4f}')
   best_D = regmix.search(model, x_NxD.mean(0), _SAMPLES.value, _TOP_K.value)

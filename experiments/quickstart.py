@@ -29,11 +29,8 @@ _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace a workdir that holds
 def main(argv):
   del argv
   config = _CONFIG.value
-  try:
-    comparison.check(config)
-    workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
-  except ValueError as e:
-    cli.fail(e)
+  comparison.check(config)
+  workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
   comparison.run(config, _WORKDIR.value)
   potentials_figure.write_for(os.path.join(_WORKDIR.value, 'taskpgm_mixture'),
                              os.path.join(_WORKDIR.value, 'potentials'))

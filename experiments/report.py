@@ -49,12 +49,9 @@ def find_runs(root: str | None, workdirs) -> list[str]:
 
 def _report_workdir():
   if _ROOT.value or _WORKDIRS.value:
-    cli.fail('workdir: give either --workdir or --root/--workdirs, not both')
-  try:
-    written = report_dir(_WORKDIR.value, _OUT.value, _SOURCE.value, _TARGET.value)
-  except ValueError as e:
-    cli.fail(e)
-  for path in written:
+    raise ValueError('workdir: give either --workdir or --root/--workdirs, not both')
+  cli.check_writable('out' if _OUT.value else 'workdir', _OUT.value or _WORKDIR.value)
+  for path in report_dir(_WORKDIR.value, _OUT.value, _SOURCE.value, _TARGET.value):
     print(path)
 
 
@@ -63,13 +60,11 @@ def main(argv):
   if _WORKDIR.value is not None:
     return _report_workdir()
   if _SOURCE.value or _TARGET.value:
-    cli.fail('source: --source/--target need --workdir')
-  try:
-    runs = find_runs(_ROOT.value, _WORKDIRS.value)
-  except ValueError as e:
-    cli.fail(e)
-  text = report(runs)
+    raise ValueError('source: --source/--target need --workdir')
+  runs = find_runs(_ROOT.value, _WORKDIRS.value)
   out = _OUT.value or os.path.join(_ROOT.value or os.path.dirname(runs[0]), 'report.md')
+  cli.check_writable('out', out, directory=False)
+  text = report(runs)
   atomic.write_text(out, text)
   print(text)
   print(f'(written to {out})')

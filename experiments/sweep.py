@@ -6,7 +6,9 @@ r"""Runs a sweep: one `experiments.train` run per point of a sweep file, N at a 
 Runs go to --workdir/<run name> (default /tmp/mixlab_sweeps/<sweep file's stem>); re-running skips
 finished runs and resumes interrupted ones. At the end: <dir>/results.csv and <dir>/results.md (every
 run's final eval metrics; the best run per metric), and the plots of experiments.reporting.plots
-(--noplots: none). Exit code 1 if a run failed, 2 for a bad sweep.
+(--noplots: none). Exit code 1 if a run failed, 2 for a bad sweep or a sweep directory another
+sweep is using (the sweep holds its directory's lock, experiments.training.workdir.lock; each run
+holds its own). Ctrl-C, SIGTERM or a kill of the sweep stops its runs (see sweep_runner).
 The sweep-file format is in experiments/recipes/sweep_spec.py.
 """
 
@@ -22,6 +24,7 @@ from experiments.recipes import sweep_results
 from experiments.recipes import sweep_runner
 from experiments.recipes import sweep_spec
 from experiments.training import cli
+from experiments.training import workdir as workdir_lib
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file, e.g. configs/sweeps/quickstart_mixers.py.')
 _WORKERS = flags.DEFINE_integer('workers', 1, 'Runs trained at the same time (local subprocesses).')
@@ -83,6 +86,8 @@ def main(argv):
     sweep = sweep_spec.load_sweep(_SWEEP.value)
     sweep_dir = _WORKDIR.value or sweep_spec.default_dir(sweep)
     runs = sweep_spec.plan(sweep, sweep_dir, _OVERWRITE.value)
+    if not _PRINT.value:
+      workdir_lib.lock(sweep_dir)  # one sweep at a time in a directory
   except ValueError as e:
     cli.fail(e)
   if _PRINT.value:

@@ -24,11 +24,8 @@ def main(argv):
   del argv
   distributed.initialize()
   config = cli.config_with(_CONFIG.value, 'taskpgm', 'configs/taskpgm.py')
-  try:
-    taskpgm_pipeline.check(config)
-    workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
-  except ValueError as e:
-    cli.fail(e)
+  taskpgm_pipeline.check(config)
+  workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
   taskpgm_pipeline.run(config, _WORKDIR.value)
   if jax.process_index() == 0:
     potentials_figure.write_for(_WORKDIR.value)

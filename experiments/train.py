@@ -25,24 +25,19 @@ _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace a workdir that holds
 def main(argv):
   del argv
   distributed.initialize()
-  if _CONFIG.value is None:
-    cli.fail('config: give --config=FILE (e.g. configs/quickstart.py)')
   config = _CONFIG.value
-  try:
-    validate.check_config(config)  # before claiming: a mistyped config must not claim the workdir
-    workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
-    if 'continual' in config and not config.init_from:  # continual runs start from the base model
-      config = continual.continual_config(config)
-    trainer = runs.make_trainer(config, _WORKDIR.value)
-  except ValueError as e:
-    cli.fail(e)
+  if config is None:
+    raise ValueError('config: give --config=FILE (e.g. configs/quickstart.py)')
+  validate.check_run(config)  # before claiming: a mistyped config must not claim the workdir
+  workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
+  if 'continual' in config and not config.init_from:  # continual runs start from the base model
+    config = continual.continual_config(config)
+  trainer = runs.make_trainer(config, _WORKDIR.value)
   try:
     trainer.run()
-  except trainer_lib.NonFiniteLossError as e:
+  except trainer_lib.NonFiniteLossError as e:  # not a user mistake: exit 1, the run's checkpoints kept
     print(f'error: {e}', flush=True)
     raise SystemExit(1) from None
-  except ValueError as e:  # e.g. a mixer's bad output (an agent's non-finite weights)
-    cli.fail(e)
   if jax.process_index() == 0:
     print(trainer.table())
 

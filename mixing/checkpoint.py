@@ -1,19 +1,35 @@
 """Checkpoints with orbax: the train state (model and optimizer) as arrays, the rest as JSON.
 
-The JSON part holds what is small and host-side: step, sampler state, mixer state, the RNG key and loss
-accumulators. orbax commits a step atomically (temporary directory, then rename), so a process killed
-mid-save leaves the previous checkpoint as the latest. A checkpoint that fails to restore (truncated,
-corrupted) is reported, moved aside, and the one before it is used.
+The JSON part holds what is small and host-side: step, sampler state, mixer state, loss accumulators
+(the caller's `meta`), and under `__checksums__` a CRC32 of that meta's JSON and of the bytes of every
+array of the state. The checksums are computed on the host from the values handed to `save`, before
+orbax writes them (possibly asynchronously). orbax commits a step atomically (temporary directory,
+then rename), so a process killed mid-save leaves the previous checkpoint as the latest.
+
+`restore_latest` tries the newest checkpoint first. One that fails to restore (truncated files), whose
+checksums do not match (flipped bytes in an array file, an edited JSON) or whose meta the caller's
+`validate` rejects (a key missing, an array of another shape) is reported in one printed line (its step
+and why), moved aside to `corrupt_checkpoint_<step>` beside the checkpoints folder (unless read-only),
+and the one before it is tried. Checkpoints written before checksums existed restore unchecked (`validate` still runs).
+
+With several processes, an array sharded across processes (no process holds it whole) has no
+checksum: each process addresses only its own shards and only one process writes the JSON, so such
+arrays are checked only as far as orbax checks them when reading.
 """
 
+import json
 import os
 import shutil
+from typing import Any, Callable
+import zlib
 
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+
+CHECKSUMS = '__checksums__'  # the key of the checksums in a checkpoint's JSON part
 
 
 def encode(tree):
@@ -38,6 +54,51 @@ def decode(tree):
   return tree
 
 
+def _host_values(tree) -> list:
+  """Every leaf of `tree` as a numpy array on this host; None where no process holds it whole."""
+  def addressable(x):
+    if not isinstance(x, jax.Array):
+      return x
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x = jax.random.key_data(x)
+    if x.is_fully_addressable:
+      return x
+    return x.addressable_data(0) if x.is_fully_replicated else None
+  return [None if x is None else np.asarray(x)
+          for x in jax.device_get([addressable(x) for x in jax.tree.leaves(tree)])]
+
+
+def _state_checksums(tree) -> list:
+  """CRC32 of the bytes of every leaf of `tree` (None for an array no process holds whole)."""
+  return [None if x is None else zlib.crc32(np.ascontiguousarray(x).reshape(-1).view(np.uint8))
+          for x in _host_values(tree)]
+
+
+def _json_checksum(tree) -> int:
+  return zlib.crc32(json.dumps(tree, sort_keys=True).encode())
+
+
+def _verified_meta(raw, state) -> dict:
+  """The decoded meta of a restored checkpoint; ValueError if it is not what was saved."""
+  if not isinstance(raw, dict):
+    raise ValueError(f'its JSON part is a {type(raw).__name__}, not an object')
+  raw = dict(raw)
+  sums = raw.pop(CHECKSUMS, None)
+  if sums is None:  # written before checkpoints had checksums
+    return decode(raw)
+  if _json_checksum(raw) != sums['meta']:
+    raise ValueError('the checksum of its JSON part does not match')
+  saved, now = sums['state'], _state_checksums(state)
+  if len(saved) != len(now):
+    raise ValueError(f'it has {len(saved)} state checksums for {len(now)} arrays')
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+  bad = [path for path, a, b in zip(paths, saved, now) if None not in (a, b) and a != b]
+  if bad:
+    more = f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''
+    raise ValueError(f'the checksum of state array {bad[0]}{more} does not match')
+  return decode(raw)
+
+
 class Checkpointer:
 
   def __init__(self, directory: str, keep: int, read_only: bool = False):
@@ -47,24 +108,33 @@ class Checkpointer:
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
   def save(self, step: int, state, meta: dict):
+    """Saves `state` (arrays) and `meta` (JSON-able, numpy arrays allowed) with their checksums."""
+    encoded = encode(meta)
+    sums = {'meta': _json_checksum(encoded), 'state': _state_checksums(state)}
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(encode(meta))))
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({**encoded, CHECKSUMS: sums})))
 
   def wait(self):
     self._manager.wait_until_finished()
 
-  def restore_latest(self, abstract_state):
-    """(step, state, meta) of the newest checkpoint that restores, or None if there is none."""
+  def restore_latest(self, abstract_state, validate: Callable[[dict], Any] | None = None):
+    """(step, state, meta) of the newest checkpoint that restores, matches its checksums and passes
+    `validate(meta)` (which raises to reject it); None if there is none. Module docstring."""
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        return step, restored['state'], decode(restored['meta'])
+        meta = _verified_meta(restored['meta'], restored['state'])
+        if validate is not None:
+          validate(meta)
+        return step, restored['state'], meta
       except Exception as e:  # pylint: disable=broad-except  # orbax raises many kinds here
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        message = str(e).splitlines()[0][:200] if str(e) else ''
+        reason = message if isinstance(e, ValueError) else f'{type(e).__name__}: {message}'
+        moved = '' if self.read_only else f'moved aside to corrupt_checkpoint_{step}; '
         print(f'checkpoint at step {step} of {self.directory} failed to restore ({reason}); '
-              'using the previous one', flush=True)
-        logging.warning('checkpoint %d failed to restore: %s', step, e)
+              f'{moved}using the previous one', flush=True)
+        logging.info('checkpoint %d failed to restore: %s', step, e)  # the whole message
         if not self.read_only:
           self._set_aside(step)
     return None

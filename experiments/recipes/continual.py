@@ -36,6 +36,30 @@ def _fingerprint(parts) -> str:
   return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def without(config, *dotted) -> dict:
+  """config as a dict, less the given dotted fields (absent ones ignored)."""
+  tree = config.to_dict()
+  for field in dotted:
+    *path, last = field.split('.')
+    node = tree
+    for part in path:
+      node = node.get(part, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict):
+      node.pop(last, None)
+  return tree
+
+
+def stage_config(name: str, version: int, fields: dict, **extra) -> ml_collections.ConfigDict:
+  """What a cached stage's outputs are made of, for `workdir.claim` to record and compare.
+
+  `fields`: the config fields that shape the stage (e.g. `without(config, <sections it ignores>)`);
+  a `stage` section adds its name, its code version (a constant each stage bumps when its outputs
+  change) and `extra`: inputs that are not config fields (a fingerprint of a dataset) or fields
+  claim would otherwise pass as resumable (`steps`).
+  """
+  return ml_collections.ConfigDict({**fields, 'stage': {'name': name, 'version': version, **extra}})
+
+
 def base_config(config, spec=None) -> ml_collections.ConfigDict:
   """The base model's pre-training run: sources only, uniform, `base_steps` steps.
 
@@ -88,10 +112,14 @@ def with_overrides(config, overrides: dict) -> ml_collections.ConfigDict:
   return cfg
 
 
-def continual_config(config, quiet: bool = False, **overrides) -> ml_collections.ConfigDict:
-  """A continual run from the base model (trained first if needed), with overrides applied."""
+def continual_config(config, quiet: bool = False, train_base: bool = True,
+                     **overrides) -> ml_collections.ConfigDict:
+  """A continual run from the base model (trained first if needed), with overrides applied.
+
+  train_base=False only names the base model's folder (e.g. to claim a workdir before training).
+  """
   cfg = with_overrides(config, overrides)
-  cfg.init_from = ensure_base(config, quiet=quiet)
+  cfg.init_from = ensure_base(config, quiet=quiet) if train_base else base_dir(config)
   return cfg
 
 

@@ -3,22 +3,21 @@
 Stages, each cached in W so a re-run resumes: the base model (shared cache, experiments/continual),
 W/trajectories and W/agent_policy (the Data Mixing Agent, collected and trained small),
 W/taskpgm_mixture (the TaskPGM mixture over the domains), then one continual run per method in
-W/<method>/ (uniform, DoReMi, ODM, agent, TaskPGM), scored against the base model. Writes
+W/<method>/ (uniform, DoReMi, ODM, agent, TaskPGM), scored against the base model. Each stage's
+folder records the config that made it (workdir.claim): what another config left is refused. Writes
 W/scores.json and W/scores.md; the quickstart command then adds the report and figures.
 """
 
 import os
 import time
 
-import numpy as np
-
 from experiments.training import atomic
 from experiments.training import validate
+from experiments.training import workdir as workdir_lib
 from experiments.recipes import trajectories as agent_lib
 from experiments.recipes import continual
 from experiments.recipes import runs
 from experiments.recipes import task_mixtures as taskpgm_pipeline
-from mixing.agent import deploy
 
 METHODS = ('uniform', 'doremi', 'odm', 'agent', 'taskpgm')
 
@@ -28,6 +27,8 @@ def check(config):
     if section not in config:
       raise ValueError(f'config: no `{section}` section (configs/quickstart_compare.py has them)')
   validate.check_config(config)
+  agent_lib.check(config)  # trajectories and agent sections, the mesh
+  taskpgm_pipeline.check_potentials(config.taskpgm)
   continual.roles(config)
 
 
@@ -42,11 +43,8 @@ def run(config, workdir: str, log=print) -> dict:
   trajectories = os.path.join(workdir, 'trajectories')
   agent_lib.collect(config, trajectories, log)
   agent_dir = os.path.join(workdir, 'agent_policy')  # W/agent is the agent's continual run
-  try:
-    deploy.load_agent(agent_dir)
-  except ValueError:  # none trained yet
-    stage('Data Mixing Agent: offline RL (behaviour cloning, then CQL)')
-    agent_lib.train_agent(config, trajectories, agent_dir)
+  stage('Data Mixing Agent: offline RL (behaviour cloning, then CQL)')
+  agent_lib.train_agent(config, trajectories, agent_dir)
   stage('TaskPGM: single-domain fine-tunes, potentials, mixture')
   taskpgm_dir = os.path.join(workdir, 'taskpgm_mixture')
   taskpgm_pipeline.domain_mixture(config, taskpgm_dir, log)
@@ -66,6 +64,7 @@ def run(config, workdir: str, log=print) -> dict:
         f'balanced {rows[method]["balanced"]:+.4f}')
   stage('report')
   write_report(workdir, rows)
+  workdir_lib.release_replaced(workdir)  # an --overwrite's previous run, once this one is whole
   return rows
 
 
@@ -75,5 +74,4 @@ def write_report(workdir: str, rows: dict) -> None:
           'Scores are normalized held-out loss improvements over the base model (target: averaged '
           '50/50 with the math accuracy gain); balanced = mean of source and target.\n\n'
           + continual.scores_table(rows) + '\n')
-  with open(os.path.join(workdir, 'scores.md'), 'w') as f:
-    f.write(text)
+  atomic.write_text(os.path.join(workdir, 'scores.md'), text)

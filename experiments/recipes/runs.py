@@ -4,11 +4,15 @@
 Builders that need trained models (DoReMi, RegMix, the agent, TaskPGM) get `RunStages`: proxies train
 under WORKDIR/<mixer name>/, the continual base model comes from its cache. A mixer built from such
 stages that comes out static is cached as WORKDIR/<mixer name>/mixture.json, so a re-run reuses it.
+
+`run_and_score` is how comparisons run a continual run: it claims the run's workdir for the run's
+config (workdir.claim: a finished run is reused only if that config made it) and scores it.
 """
 
 import json
 import os
 
+import ml_collections
 import numpy as np
 
 from experiments.recipes import continual
@@ -17,6 +21,7 @@ from experiments.recipes import task_mixtures
 from experiments.training import atomic
 from experiments.training import runtime
 from experiments.training import trainer as trainer_lib
+from experiments.training import workdir as workdir_lib
 from mixing import mixer as mixer_lib
 from mixing import registry
 from mixing.agent import features
@@ -58,7 +63,9 @@ class RunStages:
     if 'taskpgm' not in self.config:
       raise ValueError('mixer.name: taskpgm needs a config with a `taskpgm` section '
                        '(configs/quickstart_compare.py)')
-    return task_mixtures.domain_mixture(self.config, folder or self._start())
+    # Not the stage folder itself: build_mixer caches the run's weights there, as mixture.json.
+    return task_mixtures.domain_mixture(self.config,
+                                        folder or os.path.join(self._start(), 'domain_mixture'))
 
   def _need_continual(self):
     if 'continual' not in self.config:
@@ -75,7 +82,7 @@ def build_mixer(config, workdir: str, domains, quiet: bool = True) -> mixer_lib.
   if os.path.exists(cache):
     with open(cache) as f:
       saved = json.load(f)
-    if saved['domains'] == list(names):
+    if saved.get('domains') == list(names):
       return mixer_lib.Static(np.array(saved['weights']))
   stages = RunStages(config, os.path.join(workdir, name), packed, quiet)
   mixer = registry.build(config, registry.Context(names, weights, stages))
@@ -92,13 +99,41 @@ def make_trainer(config, workdir: str, quiet: bool = False) -> trainer_lib.Train
   return trainer_lib.Trainer(config, workdir, mixer, quiet=quiet, domains=domains)
 
 
+def claim_run(config, workdir: str, **overrides) -> ml_collections.ConfigDict:
+  """Claims a continual run's workdir for its config (ValueError if it holds another's); the config.
+
+  Nothing trains here: run_and_score trains the base model (if needed) when the run starts.
+  """
+  cfg = continual.continual_config(config, train_base=False, **overrides)
+  workdir_lib.claim(workdir, cfg)
+  return cfg
+
+
 def run_and_score(config, workdir: str, log=print, quiet: bool = True, **overrides) -> dict:
-  """One continual run (reused if finished) and its source, target and balanced scores."""
-  cfg = continual.continual_config(config, **overrides)
-  if not os.path.exists(os.path.join(workdir, 'summary.json')):
+  """One continual run (resumed, or reused if finished) and its source, target and balanced scores.
+
+  The workdir is claimed first, so a finished run is reused only if the same config made it (a
+  run of another config is refused with a ValueError naming the fields); a shorter one is extended.
+  """
+  cfg = claim_run(config, workdir, **overrides)
+  summary_path = os.path.join(workdir, 'summary.json')
+  done = _summary_step(summary_path)
+  if done > cfg.steps:
+    raise ValueError(f'workdir: {workdir} holds a run of {done} steps, more than '
+                     f'steps={cfg.steps}; pass --overwrite to replace it')
+  if done < cfg.steps:
     log(f'running {os.path.basename(workdir)}')
+    continual.ensure_base(config)
     make_trainer(cfg, workdir, quiet=quiet).run()
-  with open(os.path.join(workdir, 'summary.json')) as f:
+  with open(summary_path) as f:
     summary = json.load(f)
   return features.scores(summary['eval'], continual.base_metrics(cfg), continual.roles(cfg),
                          cfg.continual.balance)
+
+
+def _summary_step(path: str) -> int:
+  """The step a finished run's summary.json records (-1: none yet)."""
+  if not os.path.exists(path):
+    return -1
+  with open(path) as f:
+    return int(json.load(f).get('step', -1))

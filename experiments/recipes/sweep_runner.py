@@ -6,13 +6,20 @@ starts, finishes or fails, and every `progress_seconds` with the running runs' s
 the same sweep skips every run whose summary.json is at the config's `steps` (and whose config.json
 is this run's config); the others are (re)started, and `experiments.train` resumes them from their
 last checkpoint. A failed run is reported (exit code, last line of its stderr) and the others go on.
+
+No run outlives the sweep: each runs in its own process group, which Ctrl-C or SIGTERM of the
+sweep terminates (and waits for); on Linux each also gets SIGTERM from the kernel when the sweep
+dies otherwise, SIGKILL included (PR_SET_PDEATHSIG). A run's workdir lock dies with it, so a re-run
+of the sweep resumes every interrupted run.
 """
 
+import ctypes
 import dataclasses
 import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Callable
@@ -20,6 +27,8 @@ from typing import Callable
 from experiments.recipes import sweep_spec
 
 _STEP = re.compile(r'step (\d+)/(\d+)')
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_STOP_SECONDS = 15  # how long stopped runs get to exit after SIGTERM, before SIGKILL
 
 
 @dataclasses.dataclass
@@ -62,14 +71,62 @@ def _clock(seconds: float) -> str:
       else f'{seconds // 60}:{seconds % 60:02d}'
 
 
+# --- child processes ------------------------------------------------------------------------------
+def _libc():
+  try:
+    return ctypes.CDLL(None, use_errno=True) if sys.platform.startswith('linux') else None
+  except OSError:
+    return None
+
+
+_LIBC = _libc()  # loaded here: the child, between fork and exec, only calls into it
+
+
+def _dies_with_this_process() -> Callable[[], None] | None:
+  """A preexec_fn (Linux only; None elsewhere): the child gets SIGTERM when this process dies."""
+  if _LIBC is None:
+    return None
+  parent = os.getpid()
+
+  def set_death_signal():
+    _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # the sweep died before prctl: nobody would send the signal
+      os.kill(os.getpid(), signal.SIGTERM)
+  return set_death_signal
+
+
+def spawn(command: list[str], stdout, stderr, env: dict[str, str]) -> subprocess.Popen:
+  """A child in its own process group that dies with this process (see `stop`)."""
+  return subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, stdin=subprocess.DEVNULL,
+                          process_group=0, preexec_fn=_dies_with_this_process())
+
+
+def stop(procs: list[subprocess.Popen], seconds: float = _STOP_SECONDS) -> None:
+  """SIGTERM to each child's process group, then waits; SIGKILL for those left after `seconds`."""
+  def signal_group(proc, signum):
+    try:
+      os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):  # already gone
+      pass
+  for proc in procs:
+    signal_group(proc, signal.SIGTERM)
+  deadline = time.time() + seconds
+  for proc in procs:
+    try:
+      proc.wait(timeout=max(0.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+      signal_group(proc, signal.SIGKILL)
+      proc.wait()
+
+
 # --- execution ------------------------------------------------------------------------------------
 def execute(sweep: sweep_spec.Sweep, runs: list[sweep_spec.Run], sweep_dir: str, workers: int,
             progress_seconds: float = 30.0, out: Callable[[str], None] = print
             ) -> dict[str, Outcome]:
   """Runs every unfinished run, `workers` at a time; prints each start/finish/failure as it happens.
 
-  Ctrl-C or SIGTERM stops the running subprocesses (they resume from their checkpoints on a
-  re-run) and raises KeyboardInterrupt.
+  Ctrl-C or SIGTERM stops the running subprocesses (`stop`; they resume from their checkpoints on
+  a re-run) and raises KeyboardInterrupt.
   """
   start, total = time.time(), len(runs)
   outcomes: dict[str, Outcome] = {}
@@ -108,8 +165,7 @@ def execute(sweep: sweep_spec.Sweep, runs: list[sweep_spec.Run], sweep_dir: str,
         run = queue.pop(0)
         launched += 1
         files = [open(os.path.join(logs, f'{run.name}.{s}'), 'w') for s in ('out', 'err')]
-        proc = subprocess.Popen(sweep_spec.train_command(sweep, run), stdout=files[0],
-                                stderr=files[1], env=env, stdin=subprocess.DEVNULL)
+        proc = spawn(sweep_spec.train_command(sweep, run), files[0], files[1], env)
         running[run.name] = (run, proc, time.time(), files)
         resumed = (' (replacing another config)' if run.overwrite else ' (resuming)'
                    if os.path.isdir(os.path.join(run.workdir, 'checkpoints')) else '')
@@ -143,14 +199,8 @@ def execute(sweep: sweep_spec.Sweep, runs: list[sweep_spec.Run], sweep_dir: str,
                           for n in running)
         say(f'running {shown} ({len(outcomes)}/{total} finished, {len(queue)} queued)')
   except BaseException as e:  # Ctrl-C, SIGTERM, or a bug: no run is left behind
-    for run, proc, _, files in running.values():
-      proc.terminate()
-    for run, proc, _, files in running.values():
-      try:
-        proc.wait(timeout=15)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop([proc for _, proc, _, _ in running.values()])
+    for run, _, _, files in running.values():
       for f in files:
         f.close()
       outcomes[run.name] = Outcome('interrupted')

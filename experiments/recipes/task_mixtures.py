@@ -23,6 +23,8 @@ from experiments.recipes import continual
 from experiments.training import evaluate as evaluate_lib
 from experiments.training import population as population_lib
 from experiments.training import runtime
+from experiments.training import validate
+from experiments.training import workdir as workdir_lib
 from mixing.mixers import static
 from mixing.agent import features
 from mixing.data import domains as domains_lib
@@ -36,14 +38,34 @@ from mixing.taskpgm import potentials
 
 UNARY = ('val_acc', 'val_loss', 'size')  # see configs/taskpgm.py
 POTENTIAL_KEYS = ('tasks', 'sizes', 'val_acc_gain', 'val_loss_gain', 'jsd', 'pmi')
+# domain_mixture's code version: bumped when its outputs change, so older caches are refused.
+DOMAIN_MIXTURE_VERSION = 1
 METHODS = ('uniform', 'size-proportional', 'temperature', 'unary-only', 'taskpgm-jsd',
            'taskpgm-pmi', 'greedy')
 
 
+def check_potentials(t):
+  """The fields of a `taskpgm` section that both pipelines read (`run`, `domain_mixture`)."""
+  for field in ('single_task_steps', 'probes', 'probe_positions'):
+    if field in t:  # probe_positions: domain_mixture's only
+      validate.check_number(f'taskpgm.{field}', t[field], int, 0, open_low=True)
+  if t.redundancy not in ('jsd', 'pmi'):
+    raise ValueError(f"taskpgm.redundancy: 'jsd' or 'pmi', got {t.redundancy!r}")
+  validate.check_type('taskpgm.self_redundancy', t.self_redundancy, bool)
+  energy.check_problem(np.zeros(1), np.zeros((1, 1)), t.lam, t.tau)
+
+
 def check(config):
+  """Every field `run` reads, before anything is trained; returns (tasks, evals, file suites)."""
+  validate.check_run(config)
   t = config.taskpgm
+  check_potentials(t)
+  for field in ('base_steps', 'finetune_steps'):
+    validate.check_number(f'taskpgm.{field}', t[field], int, 0, open_low=True)
+  validate.check_number('taskpgm.temperature', t.temperature, float, 0, open_low=True)
+  sources, _ = load_lib.parse_mixture(t.sources, 'taskpgm.sources')
   tasks, _ = load_lib.parse_mixture(t.tasks, 'taskpgm.tasks')
-  for name in tasks:
+  for name in sources + tasks:
     if name not in config.domain_files:
       domains_lib.check_builtin_name(name)
   evals, _ = load_lib.parse_mixture(t.eval_tasks, 'taskpgm.eval_tasks') if t.eval_tasks else ([], [])
@@ -54,7 +76,6 @@ def check(config):
     raise ValueError(f'taskpgm.val_fraction: must be in (0, 1), got {t.val_fraction}')
   if t.unary not in UNARY:
     raise ValueError(f'taskpgm.unary: one of {", ".join(UNARY)}, got {t.unary!r}')
-  energy.check_problem(np.zeros(1), np.zeros((1, 1)), t.lam, t.tau)
   greedy._check_budget(t.budget, None, len(tasks))  # pylint: disable=protected-access
   files = [f for f in t.eval_files.split(',') if f]
   return tasks, evals, [(eval_suites.suite_name(f), eval_suites.load_eval_file(f)) for f in files]
@@ -263,6 +284,15 @@ def run(config, workdir: str, log=print) -> dict:
   return results
 
 
+def domain_mixture_config(config):
+  """What shapes domain_mixture's outputs (workdir.claim's record in its folder): the config less
+  the other stages' sections and the run's own mixer, and the base model it starts from."""
+  return continual.stage_config(
+      'taskpgm_domain_mixture', DOMAIN_MIXTURE_VERSION,
+      continual.without(config, 'mixer', 'agent', 'trajectories', 'init_from'),
+      base=continual.base_dir(config))
+
+
 def domain_mixture(config, workdir: str, log=print) -> dict:
   """TaskPGM over the domains of a continual config (a `taskpgm` section beside `continual`).
 
@@ -270,9 +300,11 @@ def domain_mixture(config, workdir: str, log=print) -> dict:
   for taskpgm.single_task_steps steps (one population). u_i is that model's balanced score over the
   base (held-out loss improvements of the source and target fields, experiments/continual), the
   probes are taskpgm.probes held-out rows spread over the domains, each read at up to
-  taskpgm.probe_positions scored positions. Cached: W/potentials.npz and W/mixture.json.
+  taskpgm.probe_positions scored positions. Cached: W/potentials.npz and W/mixture.json, reused
+  only for the config (and DOMAIN_MIXTURE_VERSION) W/config.json records (`workdir.claim`).
   """
   t = config.taskpgm
+  workdir_lib.claim(workdir, domain_mixture_config(config))
   path = os.path.join(workdir, 'mixture.json')
   if os.path.exists(path):
     with open(path) as f:

@@ -6,14 +6,19 @@ for `continual.reweights` re-weighting steps of `continual.steps_per_reweight` o
 re-weighting step a proxy records (observation, action, reward, next observation, done), the reward
 being the change of the balanced score over the step. Trajectories are random walks on the simplex from
 Dirichlet starts, or perturbations of a ramp of the target share. Finished rounds are kept in
-T/rounds/; a re-run skips them (a round interrupted midway is redone). T/dataset holds them all, with
+T/rounds/; a re-run skips them (a round interrupted midway is redone), but only for the config that
+T/config.json records (`collection_config`; another is refused). T/dataset holds them all, with
 the collection config. Proxies are scored on held-out loss (decoding every proxy is too slow here);
 the agent observes losses only, and accuracy enters the scores reported for deployed runs.
 
-Training: behaviour cloning on the best trajectories, then conservative Q-learning (mixing/agent/cql).
+Training: behaviour cloning on the best trajectories, then conservative Q-learning
+(mixing/agent/cql), into A: A/checkpoints (a re-run resumes bit-identically), A/metrics.jsonl, the
+saved agent, and A/config.json (`agent_config`: a trained agent is reused only for the same config
+and trajectories).
 """
 
 
+import json
 import os
 import shutil
 
@@ -24,11 +29,36 @@ from experiments.recipes import continual
 from experiments.training import metrics as metrics_lib
 from experiments.training import population as population_lib
 from experiments.training import runtime
+from experiments.training import validate
+from experiments.training import workdir as workdir_lib
 from mixing.agent import cql
 from mixing.agent import dataset as dataset_lib
 from mixing.agent import deploy
 from mixing.agent import features
 from mixing.data import load as load_lib
+
+
+# Code versions of the two stages, part of what workdir.claim compares: bump one when its outputs
+# change, so that a re-run refuses (or, with --overwrite, redoes) what an older version left.
+COLLECT_VERSION = 1
+AGENT_VERSION = 1
+
+
+def check(config):
+  """The fields collection and agent training read, before anything is claimed or trained."""
+  validate.check_run(config)
+  continual.roles(config)
+  c, t, a = config.continual, config.trajectories, config.agent
+  for field, value in (('continual.reweights', c.reweights), ('continual.base_steps', c.base_steps),
+                       ('continual.steps_per_reweight', c.steps_per_reweight),
+                       ('trajectories.num', t.num), ('trajectories.population', t.population)):
+    validate.check_number(field, value, int, 0, open_low=True)
+  for field, value in (('agent.bc_steps', a.bc_steps), ('agent.cql_steps', a.cql_steps)):
+    validate.check_number(field, value, int, 0)
+  validate.check_number('trajectories.walk_scale', t.walk_scale, float, 0)
+  validate.check_number('trajectories.ramp_share', t.ramp_share, float, 0, 1)
+  validate.check_number('continual.balance', c.balance, float, 0, 1)
+  validate.check_number('agent.best_fraction', a.best_fraction, float, 0, 1, open_low=True)
 
 
 def loss_only(metrics: dict) -> dict:
@@ -127,8 +157,23 @@ def space_metrics(space: features.DomainSpace) -> dict:
   return {f'eval/{n}/loss': float(v) for n, v in zip(space.names, space.base_loss_D)}
 
 
-def collect(config, workdir: str, log=print) -> dataset_lib.Dataset:
+def collection_config(config):
+  """What shapes the rounds (workdir.claim's record in T): not `trajectories.num`, which only says
+  how many rounds to run, nor the sections of later stages."""
+  return continual.stage_config(
+      'trajectories', COLLECT_VERSION,
+      continual.without(config, 'agent', 'mixer', 'taskpgm', 'init_from', 'trajectories.num'),
+      steps=config.steps, feature_version=features.FEATURE_VERSION)
+
+
+def collect(config, workdir: str, log=print, overwrite: bool = False) -> dataset_lib.Dataset:
+  """Collects (or resumes: finished rounds are kept) T/rounds/ and T/dataset; returns the dataset.
+
+  ValueError if T holds rounds of another config (`collection_config`), unless `overwrite`.
+  """
+  check(config)
   c, t = config.continual, config.trajectories
+  workdir_lib.claim(workdir, collection_config(config), overwrite)
   names, _, domains = runtime.load_run_domains(config)
   roles = continual.roles(config)
   base_dir = continual.ensure_base(config)
@@ -139,12 +184,14 @@ def collect(config, workdir: str, log=print) -> dataset_lib.Dataset:
   rounds = -(-t.num // t.population)
   meta = {'domains': names, 'roles': roles, 'config': config.to_dict(),
           'base_dir': base_dir, 'feature_version': features.FEATURE_VERSION}
+  merged_path, collected = os.path.join(workdir, 'dataset'), False
   for r in range(rounds):
     path = os.path.join(workdir, 'rounds', f'round_{r:03d}')
     if os.path.exists(path):
       dataset_lib.check_domain_space(dataset_lib.load(path), names)
       log(f'round {r + 1}/{rounds}: done before, kept')
       continue
+    collected = True
     writer = collect_round(config, workdir, r, names, domains, space, base_params, base_eval, log)
     if jax.process_index() == 0:
       writer.save(path, meta)
@@ -152,22 +199,60 @@ def collect(config, workdir: str, log=print) -> dataset_lib.Dataset:
     returns = writer.dataset().returns_T
     log(f'round {r + 1}/{rounds}: {len(returns)} trajectories, return mean {returns.mean():+.4f} '
         f'best {returns.max():+.4f}')
-  merged = dataset_lib.TrajectoryWriter()
-  for r in range(rounds):
-    merged.add_dataset(dataset_lib.load(os.path.join(workdir, 'rounds', f'round_{r:03d}')))
-  if jax.process_index() == 0:
-    merged.save(os.path.join(workdir, 'dataset'), meta)
-  runtime.barrier('collect.dataset.saved')
-  return dataset_lib.load(os.path.join(workdir, 'dataset'))
+  if collected or _merged_rounds(merged_path) != rounds:  # else T/dataset holds them already
+    merged = dataset_lib.TrajectoryWriter()
+    for r in range(rounds):
+      merged.add_dataset(dataset_lib.load(os.path.join(workdir, 'rounds', f'round_{r:03d}')))
+    if jax.process_index() == 0:
+      merged.save(merged_path, {**meta, 'rounds': rounds})
+    runtime.barrier('collect.dataset.saved')
+  workdir_lib.release_replaced(workdir)
+  return dataset_lib.load(merged_path)
 
 
-def train_agent(config, trajectories: str, workdir: str, quiet: bool = False):
+def _merged_rounds(path: str) -> int | None:
+  """How many rounds the dataset at `path` merged (None: no dataset there)."""
+  try:
+    with open(os.path.join(path, dataset_lib.CONFIG)) as f:
+      return json.load(f).get('rounds')
+  except (OSError, ValueError):
+    return None
+
+
+def agent_config(config, dataset: dataset_lib.Dataset):
+  """What shapes the agent (workdir.claim's record in A): the `agent` section, the balance, and the
+  trajectories' contents (not their folder)."""
+  return continual.stage_config(
+      'agent', AGENT_VERSION,
+      {'agent': config.agent.to_dict(), 'balance': config.continual.balance},
+      trajectories=dataset.fingerprint(), feature_version=features.FEATURE_VERSION)
+
+
+def train_agent(config, trajectories: str, workdir: str, quiet: bool = False,
+                overwrite: bool = False, checkpoint_every: int = cql.CQLConfig.checkpoint_every):
+  """Trains the agent on T/dataset into A (resuming from A/checkpoints); returns the policy.
+
+  An agent A already holds (trained on the same trajectories with the same `agent_config`) is
+  returned as it is; one of another config is refused (ValueError) unless `overwrite`.
+  """
+  check(config)
   dataset = dataset_lib.load(os.path.join(trajectories, 'dataset'))
   names, _ = load_lib.parse_mixture(config.domains)
   dataset_lib.check_domain_space(dataset, names)  # the config must be the one that collected them
+  workdir_lib.claim(workdir, agent_config(config, dataset), overwrite)
+  try:
+    return deploy.load_agent(workdir)[0]
+  except ValueError:  # none saved yet
+    pass
   a = config.agent
-  writer = metrics_lib.MetricsWriter(workdir, 0, tensorboard=False)
   total = a.bc_steps + a.cql_steps
+  writer = None
+
+  def start(step):  # the metrics rows up to a resumed checkpoint's step are kept
+    nonlocal writer
+    writer = metrics_lib.MetricsWriter(workdir, step, tensorboard=False)
+    if step and not quiet:
+      print(f'resumed from step {step}', flush=True)
 
   def log(step, record):
     writer.write(step, {f'agent/{k}': v for k, v in record.items() if k not in ('step', 'phase')})
@@ -175,11 +260,16 @@ def train_agent(config, trajectories: str, workdir: str, quiet: bool = False):
       shown = ', '.join(f'{k} {v:.4f}' for k, v in record.items() if k not in ('step', 'phase'))
       print(f'[{record["phase"]}] step {step}/{total}  {shown}', flush=True)
 
-  policy, _, history = cql.train(dataset, a.cql_steps, a.bc_steps, a.seed, log_fn=log,
-                                 checkpoint_dir=os.path.join(workdir, 'checkpoints'),
-                                 config=cql.CQLConfig(bc_fraction=a.best_fraction))
-  writer.close()
+  try:
+    policy, _, _ = cql.train(dataset, a.cql_steps, a.bc_steps, a.seed, log_fn=log, start_fn=start,
+                             checkpoint_dir=os.path.join(workdir, 'checkpoints'),
+                             config=cql.CQLConfig(bc_fraction=a.best_fraction,
+                                                  checkpoint_every=checkpoint_every))
+  finally:
+    if writer:
+      writer.close()
   deploy.save_agent(workdir, policy, {'balance': config.continual.balance,
                                       'trajectories': os.path.abspath(trajectories),
                                       'domains': dataset.meta.get('domains')})
-  return policy, history
+  workdir_lib.release_replaced(workdir)
+  return policy

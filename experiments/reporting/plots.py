@@ -8,6 +8,7 @@ report.md. It defines no flags, so any CLI (report, sweep, quickstart) can impor
 import json
 import math
 import os
+import zipfile
 
 import numpy as np
 
@@ -21,18 +22,47 @@ from experiments.reporting.potentials_figure import short as _short
 _SKIP = {'checkpoints', 'tb'}  # never runs, and large: not worth walking into
 
 
-def _load_json(path: str):  # None when there is no such file
-  if os.path.exists(path):
-    with open(path) as f:
+def _load_json(path: str):
+  """The JSON in `path`, None when there is no such file; a ValueError naming a file that does not
+  parse (a run killed mid-write, an edited file)."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding='utf-8') as f:
       return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'{path}: not valid JSON ({e})') from None
+
+
+def _load_npz(path: str) -> dict | None:
+  """The arrays in `path`, None when there is no such file; a ValueError naming a broken one."""
+  if not os.path.exists(path):
+    return None
+  try:
+    z = np.load(path)
+    if not isinstance(z, np.lib.npyio.NpzFile):
+      raise ValueError('one array, not an archive of them')
+    with z:
+      return dict(z)
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f'{path}: not a readable .npz file ({str(e).splitlines()[0]})') from None
 
 
 def _name(run: str) -> str:
   return os.path.basename(os.path.normpath(run))
 
 
-def load_summary(run: str) -> dict:
-  return _load_json(os.path.join(run, 'summary.json'))
+def load_summary(run: str) -> dict | None:
+  """A finished run's summary.json (None if there is none); ValueError if it is not one."""
+  path = os.path.join(run, 'summary.json')
+  summary = _load_json(path)
+  if summary is not None and not (
+      isinstance(summary, dict) and isinstance(summary.get('eval'), dict)
+      and isinstance(summary.get('domains'), list) and isinstance(summary.get('weights'), list)
+      and len(summary['domains']) == len(summary['weights'])):
+    raise ValueError(f'{path}: not a run summary (expected an object with `domains`, `weights` '
+                     'and `eval`)')
+  return summary
 
 
 # --- markdown tables ------------------------------------------------------------------------------
@@ -302,7 +332,7 @@ def report_dir(path: str, out_dir: str | None = None, source=None, target=None) 
                      '--target (domain groups), got only one')
   files = lambda name: os.path.join(path, name)
   runs, scores, results = discover_runs(path), _load_json(files('scores.json')), None
-  pots = dict(np.load(files('potentials.npz'))) if os.path.exists(files('potentials.npz')) else None
+  pots = _load_npz(files('potentials.npz'))
   if pots is not None or os.path.exists(files('mixtures.json')):  # a TaskPGM workdir
     results, runs = _load_json(files('results.json')), {}  # its runs are population members
   if not (runs or scores or pots is not None or results):

@@ -1,8 +1,21 @@
-"""What every absl entry point shares: one-line errors with exit code 2 for user mistakes."""
+"""What every absl entry point shares: one-line errors with exit code 2 for user mistakes.
+
+`run(main)` is the one error path of every CLI. An exception that the user's input or environment
+caused is printed as ONE line, `error: <what>`, naming the field, path or value, and the command exits
+with code 2: a ValueError (mixlab's convention: the message starts with the field, `batch_size: must
+be positive, got 0`), an OSError (a path that is a file, not permitted, read-only, a full disk: its
+path and strerror), or a user file that does not parse (JSON, UTF-8, zip/npz: the file, when it can be
+found). Any other exception is a bug in mixlab and keeps its traceback.
+"""
 
 import difflib
 import importlib.util
+import io
+import json
+import logging as std_logging
+import os
 import sys
+import zipfile
 
 from absl import app
 from absl import flags
@@ -16,6 +29,7 @@ def _parse_flags(argv):
       getattr(flags.FLAGS[name].value, 'keys', None)
     if not flags.FLAGS['verbosity'].present:  # orbax and TFDS log every step at INFO
       logging.set_verbosity(logging.WARNING)
+      _quiet_failure_echoes()
     return rest
   except flags.Error as e:
     fail(e)
@@ -62,11 +76,86 @@ def _unknown_field(argv) -> str | None:
   return None
 
 
+USER_ERRORS = (ValueError, OSError, zipfile.BadZipFile)  # JSON and UTF-8 errors are ValueErrors
+_UNREADABLE = ((json.JSONDecodeError, 'not valid JSON'), (UnicodeDecodeError, 'not UTF-8 text'),
+               (zipfile.BadZipFile, 'not a valid zip/npz file'))
+
+
+class _ReportedByRun(std_logging.Filter):
+  """Drops a library's log of a user error with its traceback (orbax logs a full disk from each
+  of its writer threads): the error reaches `run`, which reports it in one line."""
+
+  def filter(self, record):
+    return not (record.exc_info and isinstance(record.exc_info[1], USER_ERRORS))
+
+
+def _quiet_failure_echoes():
+  """What a failed checkpoint write echoes besides the error `run` reports (--verbosity: all shown):
+  orbax's logged tracebacks, and tensorstore's callbacks onto orbax's closed event loop, which
+  Python reports as unraisable exceptions."""
+  logging.get_absl_handler().addFilter(_ReportedByRun())
+  default = sys.unraisablehook
+
+  def unraisable(u):
+    if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == 'Event loop is closed'):
+      default(u)
+  sys.unraisablehook = unraisable
+
+
+def one_line(e: BaseException) -> str:
+  """What went wrong, for one of USER_ERRORS: the field, path or value, and why."""
+  if isinstance(e, OSError):
+    paths = ' -> '.join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    path = paths or _file_in(e.__traceback__)
+    what = e.strerror or str(e) or type(e).__name__
+    return f'{path}: {what}' if path else what
+  for kind, what in _UNREADABLE:
+    if isinstance(e, kind):
+      path = _file_in(e.__traceback__)
+      return f'{path}: {what} ({e})' if path else f'{what}: {e}'
+  return str(e).strip() or type(e).__name__
+
+
+def _file_in(tb) -> str | None:
+  """The name of the innermost open file (or `path` argument) in a traceback: the file being read or
+  written when a parse or a write failed, for errors that do not carry it."""
+  frames = []
+  while tb is not None:
+    frames.append(tb.tb_frame)
+    tb = tb.tb_next
+  for frame in reversed(frames):
+    for value in frame.f_locals.values():
+      if isinstance(value, io.IOBase) and isinstance(getattr(value, 'name', None), str):
+        return value.name
+    if isinstance(frame.f_locals.get('path'), str):
+      return frame.f_locals['path']
+  return None
+
+
 def fail(error) -> None:
   """Prints the first line of `error` and exits 2: a user mistake, not a crash."""
   text = str(error).strip().splitlines()
   print(f'error: {text[0] if text else type(error).__name__}', file=sys.stderr, flush=True)
   sys.exit(2)
+
+
+def check_writable(field: str, path: str, directory: bool = True) -> None:
+  """ValueError naming `field` unless `path` is, or can be created as, a directory (directory=False:
+  a file, written by replacing it) that this process may write: not a file where a directory goes
+  (or the reverse), not below a file, not read-only, not without permission."""
+  path = os.path.abspath(path)
+  if os.path.exists(path) and os.path.isdir(path) != directory:
+    raise ValueError(f'{field}: {path} is ' + ('a file, not a directory' if directory else
+                                               'a directory, not a file'))
+  target = path if directory else os.path.dirname(path)
+  while not os.path.exists(target):
+    target = os.path.dirname(target)
+  if not os.path.isdir(target):
+    raise ValueError(f'{field}: {path} cannot be created: {target} is a file')
+  if not os.access(target, os.W_OK | os.X_OK):
+    why = ('is on a read-only file system' if os.statvfs(target).f_flag & os.ST_RDONLY else
+           'may not be written by this user')
+    raise ValueError(f'{field}: {path} cannot be written: {target} {why}')
 
 
 def config_with(config, section: str, example: str):
@@ -78,11 +167,21 @@ def config_with(config, section: str, example: str):
 
 
 def run(main, default_config: str | None = None):
-  """app.run(main), but a bad flag or config override is one line and exit 2, not a usage dump.
+  """app.run(main), but a user mistake is one line and exit 2 (module docstring), not a traceback.
 
   default_config: the --config file when none is given (set here, not as the flag's default, which
   ml_collections would parse with the overrides at import, before any error could be caught).
   """
   if default_config and not any(a == '--config' or a.startswith('--config=') for a in sys.argv):
     sys.argv.insert(1, f'--config={default_config}')
-  app.run(main, flags_parser=_parse_flags)
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except USER_ERRORS as e:  # anything else is a bug: its traceback shows
+      try:
+        sys.stdout.flush()  # what the command printed comes before the error
+      except OSError:
+        pass
+      fail(one_line(e))
+  app.run(guarded, flags_parser=_parse_flags)

@@ -6,7 +6,9 @@ device (nanodo's habit). Metrics are read at once where the loop needs them befo
 evaluation, a mixer update (the next batch depends on its weights), a checkpoint and the last step.
 A non-finite loss stops the run with its exact step and domains; checkpoints are only written after
 their step's loss was read, so only checkpoints before it exist. Everything carried between steps is
-in the checkpoint, so a resumed run is bit-identical to an uninterrupted one on the same devices.
+in the checkpoint, so a resumed run is bit-identical to an uninterrupted one on the same devices. A
+checkpoint whose meta does not fit the loop (`check_meta`: a key missing, an array of another shape)
+is rejected before any of it is applied, and the checkpointer falls back to the one before it.
 
 Every evaluation is logged at its own step; the other steps log every `log_every` (train loss per
 domain, mixture, learning rate, gradient norm, tokens/s).
@@ -54,12 +56,55 @@ class Sums:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_tree(cls, tree, k, d):
-    if 'loss_D' in tree:  # a checkpoint written before populations shared this loop
-      return cls(np.asarray(tree['loss_D'])[None], np.asarray(tree['tokens_D'])[None], np.zeros(1))
-    return cls(np.asarray(tree['loss_KxD']).reshape(k, d),
-               np.asarray(tree['tokens_KxD']).reshape(k, d),
-               np.asarray(tree['grad_norm_K']).reshape(k), int(tree['steps']))
+  def from_tree(cls, tree):
+    return cls(np.asarray(tree['loss_KxD']), np.asarray(tree['tokens_KxD']),
+               np.asarray(tree['grad_norm_K']), int(tree['steps']))
+
+
+def _upgraded_meta(meta, k: int, d: int) -> dict:
+  """A checkpoint's meta in today's format (older ones: one 'sampler', loss sums of one member or
+  none, no tokens seen or last evaluation)."""
+  if not isinstance(meta, dict):
+    raise ValueError(f'meta: a {type(meta).__name__}, not an object')
+  meta = dict(meta)
+  if 'samplers' not in meta and 'sampler' in meta:
+    meta['samplers'] = [meta.pop('sampler')]
+  meta.setdefault('last_eval', {})
+  meta.setdefault('tokens_seen', 0)
+  for key in ('since_update', 'since_log'):
+    tree = meta.setdefault(key, Sums.zeros(k, d).to_tree())
+    if isinstance(tree, dict) and 'loss_D' in tree:  # written before populations shared this loop
+      meta[key] = {'loss_KxD': np.asarray(tree['loss_D'])[None],
+                   'tokens_KxD': np.asarray(tree['tokens_D'])[None],
+                   'grad_norm_K': np.zeros(1), 'steps': 0}
+  return meta
+
+
+def _check_like(expected, found, where: str = 'meta') -> None:
+  """ValueError naming the first place where `found` does not have the form of `expected`: a key of
+  `expected` missing, a list of another length, an array of another shape (an axis named H, a history
+  that grows with the run, may have any length), or a number where `expected` has none."""
+  if isinstance(expected, dict):
+    if not isinstance(found, dict):
+      raise ValueError(f'{where}: not an object')
+    for key, value in expected.items():
+      if key not in found:
+        raise ValueError(f'{where}: no {key!r}')
+      _check_like(value, found[key], f'{where}.{key}')
+  elif isinstance(expected, (list, tuple)):
+    if not isinstance(found, (list, tuple)) or len(found) != len(expected):
+      raise ValueError(f'{where}: expected a list of {len(expected)}')
+    for i, (a, b) in enumerate(zip(expected, found)):
+      _check_like(a, b, f'{where}[{i}]')
+  elif isinstance(expected, (np.ndarray, np.generic, int, float)):
+    if not isinstance(found, (np.ndarray, np.generic, int, float)):
+      raise ValueError(f'{where}: expected a number or an array, found {type(found).__name__}')
+    want, got = np.shape(expected), np.shape(found)
+    name = where.rsplit('.', 1)[-1]
+    axes = name.rsplit('_', 1)[-1].split('x') if '_' in name else []
+    free = [axis == 'H' for axis in axes] if len(axes) == len(want) else [False] * len(want)
+    if len(got) != len(want) or any(a != b and not f for a, b, f in zip(want, got, free)):
+      raise ValueError(f'{where}: shape {got}, expected {want}')
 
 
 class Loop:
@@ -92,19 +137,27 @@ class Loop:
             'last_eval': self.last_eval, 'tokens_seen': self.tokens_seen,
             'since_update': self.since_update.to_tree(), 'since_log': self.since_log.to_tree()}
 
+  def check_meta(self, meta) -> None:
+    """ValueError if a checkpoint's meta does not fit this loop (see _check_like; the last evaluation
+    is any mapping of names to numbers). Changes nothing: a rejected checkpoint leaves the loop as
+    it was, and the checkpointer falls back to the one before."""
+    meta = _upgraded_meta(meta, self.members, len(self.names))
+    _check_like({**self.meta(), 'last_eval': {}}, meta)
+    _check_like({key: 0.0 for key in meta['last_eval']}, meta['last_eval'], 'meta.last_eval')
+
   def restore_meta(self, meta) -> None:
-    k, d = self.members, len(self.names)
-    states = meta['samplers'] if 'samplers' in meta else [meta['sampler']]
-    for sampler, state in zip(self.samplers, states):
+    """Applies a checkpoint's meta that check_meta accepted."""
+    meta = _upgraded_meta(meta, self.members, len(self.names))
+    for sampler, state in zip(self.samplers, meta['samplers']):
       sampler.restore(state)
-    self.last_eval = {key: float(v) for key, v in meta.get('last_eval', {}).items()}
-    self.tokens_seen = int(meta.get('tokens_seen', 0))
-    if 'since_update' in meta:
-      self.since_update = Sums.from_tree(meta['since_update'], k, d)
-      self.since_log = Sums.from_tree(meta['since_log'], k, d)
+    self.last_eval = {key: float(v) for key, v in meta['last_eval'].items()}
+    self.tokens_seen = int(meta['tokens_seen'])
+    self.since_update = Sums.from_tree(meta['since_update'])
+    self.since_log = Sums.from_tree(meta['since_log'])
 
   def restore(self) -> bool:
-    restored = self.checkpointer.restore_latest(checkpoint_lib.abstract_of(self.state))
+    restored = self.checkpointer.restore_latest(checkpoint_lib.abstract_of(self.state),
+                                                validate=self.check_meta)
     if restored is None:
       return False
     self.step, self.state, meta = restored
@@ -206,10 +259,15 @@ class Loop:
 
   # --- the loop ---------------------------------------------------------------------------------------
   def open_writers(self, resumed: bool) -> None:
-    del resumed
+    """One MetricsWriter per member, keeping the rows up to this step; a resumed run expects its
+    rows through the last train log at or before it (a warning names a file that lacks them)."""
     if self.log_dirs is not None and self.writers is None:
       first = jax.process_index() == 0
-      self.writers = [metrics_lib.MetricsWriter(d, self.step, first) for d in self.log_dirs]
+      c = self.config
+      expected = (self.step if self.step >= c.steps else self.step - self.step % c.log_every
+                  ) if resumed else None
+      self.writers = [metrics_lib.MetricsWriter(d, self.step, first, expected_through=expected)
+                      for d in self.log_dirs]
 
   def close(self) -> None:
     self.checkpointer.close()

@@ -1,7 +1,10 @@
 """Metrics: WORKDIR/metrics.jsonl (one object per logged step) and TensorBoard events in WORKDIR/tb.
 
 Only process 0 writes. On resume from step k, lines after k are dropped (and TensorBoard purges events
-after k), so a resumed run's metrics file equals an uninterrupted run's.
+after k), so a resumed run's metrics file equals an uninterrupted run's. Nothing is lost silently: a
+last line cut short by a killed write is dropped with a warning (a bad line elsewhere is an error
+naming the file and line), a resumed run warns if the file lacks rows it should have, and a file
+deleted or truncated while the run writes it is warned about once, naming it.
 """
 
 import json
@@ -17,28 +20,66 @@ def _jsonable(value):
   return value if math.isfinite(value) else str(value)  # 'nan' / 'inf' stay readable
 
 
+def warn(message: str) -> None:
+  print(f'warning: {message}', flush=True)
+
+
 def read_jsonl(path: str) -> list[dict]:
+  """The objects of a JSON-lines file ([] if there is none). A last line that is not JSON (a write
+  cut short) is dropped with a warning; any other bad line is a ValueError naming the file and line."""
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+  rows = []
+  for i, line in lines:
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      if i == lines[-1][0]:
+        warn(f'{path}: line {i}, the last, is cut short (an interrupted write); dropping it')
+        break
+      raise ValueError(f'{path}: line {i} is not JSON ({e})') from None
+    if not isinstance(row, dict):
+      raise ValueError(f'{path}: line {i} is not a JSON object')
+    rows.append(row)
+  return rows
 
 
 class MetricsWriter:
+  """Appends a line per `write` to WORKDIR/filename, keeping the lines up to `resume_step`.
+
+  expected_through: the step of the last line a resumed run's file should hold (None: no check); a
+  file that ends before it (or is missing) gets a warning naming it.
+  """
 
   def __init__(self, workdir: str, resume_step: int = 0, enabled: bool = True,
-               filename: str = 'metrics.jsonl', tensorboard: bool = True):
+               filename: str = 'metrics.jsonl', tensorboard: bool = True,
+               expected_through: int | None = None):
     self.enabled = enabled
     self.path = os.path.join(workdir, filename)
     self._tb = None
+    self._size = 0  # the file's size after our last write; a smaller file lost lines
+    self._warned = False
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    kept = [r for r in read_jsonl(self.path) if r['step'] <= resume_step]
+    existed = os.path.exists(self.path)
+    kept = read_jsonl(self.path)
+    for i, row in enumerate(kept):
+      if not isinstance(row.get('step'), int):
+        raise ValueError(f'{self.path}: row {i + 1} has no integer "step"')
+    kept = [r for r in kept if r['step'] <= resume_step]
+    last = max((r['step'] for r in kept), default=0)
+    if expected_through is not None and last < expected_through:
+      found = f'ends at step {last}' if kept else 'has no rows' if existed else 'is missing'
+      warn(f'{self.path} {found}, but the run resumes from step {resume_step}: its rows of steps '
+           f'{last + 1}..{expected_through} are lost')
     tmp = self.path + '.tmp'
     with open(tmp, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in kept)
     os.replace(tmp, self.path)
+    self._size = os.path.getsize(self.path)
     if not tensorboard:
       return
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
@@ -49,8 +90,16 @@ class MetricsWriter:
     if not self.enabled:
       return
     record = {'step': int(step), **{k: _jsonable(v) for k, v in sorted(scalars.items())}}
+    size = os.path.getsize(self.path) if os.path.exists(self.path) else -1
+    if size < self._size and not self._warned:
+      self._warned = True
+      lost = 'deleted' if size < 0 else 'truncated'
+      warn(f'{self.path} was {lost} while the run was writing it: its rows before step {step} '
+           'are lost; writing on')
+    line = json.dumps(record) + '\n'
     with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+      f.write(line)
+    self._size = max(size, 0) + len(line)
     for key, value in scalars.items() if self._tb else ():
       if math.isfinite(float(value)):
         self._tb.add_scalar(key, float(value), step)

@@ -4,21 +4,14 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from experiments.training import validate
 from mixing.data import domains as domains_lib
 from mixing.data import load as load_lib
 from models import sharding as sharding_lib
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
-  model = config.mesh.model
-  data = config.mesh.data if config.mesh.data > 0 else jax.device_count() // model
-  if jax.process_count() > 1 and data * model != jax.device_count():
-    # A mesh over the first data x model devices would leave some processes without a device of it:
-    # they could neither hold their rows of the batch nor take part in the step.
-    raise ValueError(f'mesh.data: {config.mesh.data} x mesh.model {model} must use all '
-                     f'{jax.device_count()} devices of the {jax.process_count()} processes '
-                     '(mesh.data=-1 does)')
-  return sharding_lib.make_mesh(data, model)
+  return sharding_lib.make_mesh(*validate.mesh_shape(config))
 
 
 def load_run_domains(config):

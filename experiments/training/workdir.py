@@ -1,16 +1,31 @@
-"""A workdir belongs to one config: W/config.json records it, and a different config is refused.
+"""A workdir belongs to one config and, while a command writes it, to one process.
 
-Resuming a run (same config, possibly more `steps`) is the normal case; pointing a command at a
-directory that holds another experiment is a mistake that would mix two runs' checkpoints and
-metrics, so it is an error unless the caller passes overwrite=True (the CLIs' --overwrite). The old
-run is then moved aside to `<workdir>.replaced` and deleted only once the new run has written its first
-checkpoint (`release_replaced`, called by the training loop after every save), so a new run that
-fails early loses nothing: the old one is still there to move back.
+Ownership: the process that writes W holds an exclusive `fcntl.flock` on W/.lock for its whole life.
+`claim` (train, quickstart, taskpgm) takes it; `lock` takes it for commands that write a workdir
+without a config (collect_trajectories, train_agent, continual_compare, a sweep's directory). While
+the holder lives, another process is refused with one line (ValueError: `workdir: W is in use by pid
+N on host H (started T); wait for it or stop it`). The OS drops the lock when its holder exits or is
+killed, SIGKILL included, so a dead holder's lock is taken over silently; the file only records the
+holder's pid, host and start time for that message. Within one process the lock is re-entrant (the
+same lock is handed back). With several JAX processes only process 0 locks, and every process raises
+process 0's error, so none is left waiting in a collective.
+
+Config: W/config.json records the config. Resuming a run (same config, possibly more `steps`) is
+the normal case; pointing a command at a directory that holds another experiment is a mistake that
+would mix two runs' checkpoints and metrics, so it is an error unless the caller passes
+overwrite=True (the CLIs' --overwrite). The old run is then moved aside to `<workdir>.replaced`, a
+fresh folder, already locked, takes its place, and the old run is deleted only once the new run has
+written its first checkpoint (`release_replaced`, called by the training loop after every save), so
+a new run that fails early loses nothing: the old one is still there to move back.
 """
 
+import fcntl
 import json
 import os
 import shutil
+import socket
+import threading
+import time
 from typing import Any
 
 import jax
@@ -20,9 +35,13 @@ import numpy as np
 from experiments.training import atomic
 
 CONFIG_FILE = 'config.json'
+LOCK_FILE = '.lock'
 # Fields that may change between a run and its resumption without making it another experiment.
 RESUMABLE = frozenset({'steps', 'log_every', 'progress_seconds', 'checkpoint_every',
                        'keep_checkpoints', 'eval_every'})
+_MESSAGE_BYTES = 1024  # process 0's error, as sent to the other processes
+_held: dict[str, 'Lock'] = {}  # os.path.realpath(workdir) -> this process's lock on it
+_guard = threading.RLock()
 
 
 def flatten(tree, prefix: str = '') -> dict[str, Any]:
@@ -43,16 +62,155 @@ def differences(old: dict, new: dict) -> list[str]:
                 if k.split('.')[0] not in RESUMABLE and a.get(k) != b.get(k))
 
 
-def claim(workdir: str, config, overwrite: bool = False) -> None:
-  """Records `config` in workdir, refusing (ValueError) a workdir that holds another config's run."""
-  new = json.loads(config.to_json_best_effort())
+# --- ownership ------------------------------------------------------------------------------------
+class Lock:
+  """This process's flock on <workdir>/.lock, held until release() or the end of the process."""
+
+  def __init__(self, workdir: str, fd: int):
+    self.workdir, self.fd = workdir, fd
+
+  def current(self) -> bool:
+    """Whether this still locks the file at <workdir>/.lock (not one moved away or deleted)."""
+    try:
+      mine, there = os.fstat(self.fd), os.stat(os.path.join(self.workdir, LOCK_FILE))
+    except OSError:
+      return False
+    return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
+
+  def release(self) -> None:
+    with _guard:
+      if self.fd >= 0:
+        os.close(self.fd)  # closing the only descriptor drops the flock
+        self.fd = -1
+      key = os.path.realpath(self.workdir)
+      if _held.get(key) is self:
+        del _held[key]
+
+
+def lock(workdir: str) -> object:
+  """Makes `workdir` this process's until it exits; ValueError (one line) if it cannot.
+
+  For commands that write a workdir without `claim` (which takes this lock itself). Creates the
+  folder. Refused: a workdir another live process holds, a file, a folder that cannot be created or
+  written. Re-entrant: a process that holds the lock gets the same Lock back. Nothing needs to keep
+  the returned Lock: the lock lasts as long as the process (Lock.release() gives it up early). Call
+  it on every process of a multi-host run: process 0 locks (the others get None), and every process
+  raises process 0's error.
+  """
+  _check_path(workdir)
+  return _on_process_0(workdir, lambda: _lock_here(workdir))
+
+
+def release(workdir: str) -> None:
+  """Gives up this process's lock on `workdir`, if it holds one: for a process (e.g. a test) that
+  is done with a workdir another process must write next. Exiting releases every lock anyway."""
+  with _guard:
+    held = _held.get(os.path.realpath(workdir))
+  if held is not None:
+    held.release()
+
+
+def _check_path(workdir: str) -> None:
+  if not workdir:
+    raise ValueError('workdir: give --workdir=DIR')
   if '://' in workdir:  # os.makedirs would make a local folder named 'gs:' on every host
     raise ValueError(f'workdir: {workdir!r} is a URL; the run writes with plain file IO, so give a '
                      'path (on several hosts, one they all mount: NFS, Filestore, gcsfuse)')
+
+
+def _lock_here(workdir: str) -> Lock:
+  with _guard:
+    held = _held.get(os.path.realpath(workdir))
+    if held is not None and held.current():
+      return held
+    if held is not None:  # its folder was moved or deleted since: that lock guards nothing now
+      held.release()
+    held = _held[os.path.realpath(workdir)] = _acquire(workdir)
+    return held
+
+
+def _acquire(workdir: str) -> Lock:
+  """A new flock on workdir/.lock (creating both); ValueError if another process holds it."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f'workdir: {workdir} is a file, not a directory')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise ValueError(f'workdir: cannot create or write {workdir}: {e.strerror or e}') from None
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    holder = _holder(fd)
+    os.close(fd)
+    raise ValueError(f'workdir: {workdir} is in use by {holder}; wait for it or stop it') from None
+  except OSError as e:  # a filesystem without locks (some FUSE mounts): run, but say so
+    print(f'workdir: {workdir} cannot be locked ({e.strerror}); nothing stops another process '
+          'from writing it at the same time', flush=True)
+  os.ftruncate(fd, 0)
+  os.pwrite(fd, json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
+                            'started': time.strftime('%Y-%m-%d %H:%M:%S')}).encode(), 0)
+  return Lock(workdir, fd)
+
+
+def _holder(fd: int) -> str:
+  """'pid N on host H (started T)' from a lock file, or 'another process' while it is unwritten."""
+  try:
+    info = json.loads(os.pread(fd, 4096, 0).decode())
+    return f'pid {info["pid"]} on host {info["host"]} (started {info["started"]})'
+  except (OSError, ValueError, KeyError, TypeError):
+    return 'another process'
+
+
+def _multi() -> bool:
+  # Only a multi-host run asks JAX: a sweep must not initialize (and on GPUs, grab) a backend.
+  return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def _on_process_0(workdir: str, fn):
+  """fn() on process 0 alone; its ValueError (or OSError, as one) is raised on every process.
+
+  On several processes this is also a barrier: no process goes on (and writes into the workdir)
+  before process 0 has locked, cleared (--overwrite) and claimed it.
+  """
+  result, error = None, ''
+  if not _multi() or jax.process_index() == 0:
+    try:
+      result = fn()
+    except ValueError as e:
+      error = str(e).strip() or 'ValueError'
+    except OSError as e:
+      error = f'workdir: {workdir}: {e.strerror or e}'
+  if _multi():
+    sent = np.frombuffer(error.encode()[:_MESSAGE_BYTES].ljust(_MESSAGE_BYTES, b'\0'), np.uint8)
+    got = np.asarray(multihost_utils.broadcast_one_to_all(sent), np.uint8)
+    error = got.tobytes().rstrip(b'\0').decode('utf-8', 'replace')
+  if error:
+    raise ValueError(error)
+  return result
+
+
+# --- one config per workdir -----------------------------------------------------------------------
+def claim(workdir: str, config, overwrite: bool = False) -> None:
+  """Locks workdir (see `lock`) and records `config` in it.
+
+  ValueError (one line, every process): a workdir in use, a file, one that cannot be written, or one
+  holding another config's run unless `overwrite` (then that run is moved aside). The first three
+  are found before anything is written.
+  """
+  new = json.loads(config.to_json_best_effort())
+  _check_path(workdir)
+  _on_process_0(workdir, lambda: _claim_here(workdir, new, overwrite))
+  if _multi():
+    _check_shared(workdir, os.path.join(workdir, CONFIG_FILE))
+
+
+def _claim_here(workdir: str, new: dict, overwrite: bool) -> None:
+  held = _lock_here(workdir)  # first: nothing is compared, moved or written under a live run
   path = os.path.join(workdir, CONFIG_FILE)
   if overwrite:
-    if os.path.isdir(workdir) and os.listdir(workdir) and jax.process_index() == 0:
-      _move_aside(workdir)
+    if set(os.listdir(workdir)) - {LOCK_FILE}:
+      _move_aside(workdir, held)
   elif os.path.exists(path):
     with open(path) as f:
       try:
@@ -64,26 +222,34 @@ def claim(workdir: str, config, overwrite: bool = False) -> None:
       shown = ', '.join(diff[:4]) + (f' and {len(diff) - 4} more' if len(diff) > 4 else '')
       raise ValueError(f'workdir: {workdir} holds a run of another config (differs in {shown}); '
                        f'pass --overwrite to replace it')
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    atomic.write_json(path, new, sort_keys=True)
-  if jax.process_count() > 1:
-    # No process may write into the workdir (checkpoints, metrics) before process 0 has cleared it
-    # (--overwrite) and claimed it; every process read the same config.json above, so all get here.
-    multihost_utils.sync_global_devices('workdir.claim')
-    _check_shared(workdir, path)
+  atomic.write_json(path, new, sort_keys=True)
 
 
 def replaced_path(workdir: str) -> str:
   return os.path.normpath(workdir) + '.replaced'
 
 
-def _move_aside(workdir: str) -> None:
-  """The old run goes to <workdir>.replaced (an older one still there is deleted first)."""
+def _move_aside(workdir: str, held: Lock) -> None:
+  """The old run goes to <workdir>.replaced (an older one still there is deleted first), and a new
+  folder, locked before it is renamed into place, takes its name: no other process slips in."""
   aside = replaced_path(workdir)
+  fresh = f'{os.path.normpath(workdir)}.new-{os.getpid()}'
+  shutil.rmtree(fresh, ignore_errors=True)
+  new = _acquire(fresh)
   if os.path.exists(aside):
     shutil.rmtree(aside)
   os.replace(workdir, aside)
+  try:
+    os.rename(fresh, workdir)  # fails only if another process made (and locked) workdir meanwhile
+  except OSError:
+    new.release()
+    shutil.rmtree(fresh, ignore_errors=True)
+    raise ValueError(f'workdir: {workdir} was taken by another process while --overwrite moved '
+                     f'the previous run to {aside}') from None
+  with _guard:
+    held.release()
+    new.workdir = workdir
+    _held[os.path.realpath(workdir)] = new
   print(f'--overwrite: the previous run is kept in {aside} until this run writes its first '
         'checkpoint', flush=True)
 

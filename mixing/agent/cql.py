@@ -27,8 +27,10 @@ the networks, lr, grad_clip and num_sampled_actions (`StepConfig`); the other hy
 traced (`CQLConfig.hyperparams`), so changing them does not recompile.
 
 `train` runs bc_steps of BC then `steps` of CQL, checkpointing (orbax) every checkpoint_every steps
-into checkpoint_dir and resuming from its latest checkpoint; a resumed run draws its batches from a
-generator seeded by (seed, step), so it is deterministic but not bit-identical to an unbroken run.
+into checkpoint_dir and resuming from its latest checkpoint. A checkpoint holds the networks, both
+optimizers, the history and both minibatch streams (their RNG state and position), and each CQL
+step's key is folded from (seed, step), so a run killed and resumed is bit-identical to an unbroken
+one.
 """
 
 import dataclasses
@@ -271,12 +273,15 @@ def _check_architecture(checkpoint_dir: str, architecture: dict):
 
 def train(dataset: dataset_lib.Dataset, steps: int, bc_steps: int, seed: int,
           log_fn: Callable[[int, dict], None] | None = None, checkpoint_dir: str | None = None,
-          config: CQLConfig = CQLConfig(), policy_config: policy_lib.PolicyConfig | None = None):
+          config: CQLConfig = CQLConfig(), policy_config: policy_lib.PolicyConfig | None = None,
+          start_fn: Callable[[int], None] | None = None):
   """BC for bc_steps, then CQL for steps; returns (policy, q, history).
 
   history is a list of {'step', 'phase' ('bc' or 'cql'), metric: value} every log_every steps (and
   at the end); log_fn(step, record) is called with each. Metrics: bc_loss; in the CQL phase also
   q_loss, td_loss, cql_penalty, mean_q (data actions), mean_q_sampled, policy_loss, mean_q_pi.
+  start_fn(step) is called once before training, with the step it starts from (0, or the restored
+  checkpoint's: history then holds the records up to it, e.g. to keep only those of a metrics file).
   A policy_config (default: PolicyConfig's, sized to the dataset's features) sets the architecture.
   """
   if steps < 0 or bc_steps < 0:
@@ -293,25 +298,33 @@ def train(dataset: dataset_lib.Dataset, steps: int, bc_steps: int, seed: int,
   reward_scale = _reward_scale(dataset, config)
   hp = config.hyperparams(reward_scale)
   history, start = [], 0
+  sources = {'bc': select_best(dataset, config.bc_fraction), 'cql': dataset}
+  stream = lambda name, step: sources[name].batches(config.batch_size,
+                                                    [seed, step, list(sources).index(name)])
+  streams = {name: stream(name, 0) for name in sources}
   checkpointer = None
   if checkpoint_dir:
     checkpointer = checkpoint_lib.Checkpointer(checkpoint_dir, keep=2)
-    abstract = checkpoint_lib.abstract_of(state)
-    restored = checkpointer.restore_latest(abstract)
+    restored = checkpointer.restore_latest(checkpoint_lib.abstract_of(state))
     if restored is not None:
       start, state, meta = restored
       history = list(meta.get('history', []))
+      for name in sources:
+        if 'batches' in meta:
+          streams[name].restore(meta['batches'][name])
+        else:  # a checkpoint from before the streams were saved: fresh streams, seeded by the step
+          streams[name] = stream(name, start)
+  if start_fn:
+    start_fn(start)
   statics = {'graphdefs': graphdefs, 'step_config': config.step_config()}
-  bc_batches = select_best(dataset, config.bc_fraction).batches(config.batch_size, [seed, start, 0])
-  batches = dataset.batches(config.batch_size, [seed, start, 1])
   key = jax.random.key(seed)
   total = bc_steps + steps
   try:
     for step in range(start, total):
       if step < bc_steps:
-        phase, (state, metrics) = 'bc', bc_step(state, next(bc_batches), **statics)
+        phase, (state, metrics) = 'bc', bc_step(state, next(streams['bc']), **statics)
       else:
-        phase, (state, metrics) = 'cql', train_step(state, next(batches),
+        phase, (state, metrics) = 'cql', train_step(state, next(streams['cql']),
                                                     jax.random.fold_in(key, step), hp, **statics)
       done = step + 1
       if done % config.log_every == 0 or done == total:
@@ -321,7 +334,8 @@ def train(dataset: dataset_lib.Dataset, steps: int, bc_steps: int, seed: int,
         if log_fn:
           log_fn(done, record)
       if checkpointer and (done % config.checkpoint_every == 0 or done == total):
-        checkpointer.save(done, state, {'history': history, 'reward_scale': reward_scale})
+        checkpointer.save(done, state, {'history': history, 'reward_scale': reward_scale,
+                                        'batches': {n: s.state() for n, s in streams.items()}})
   finally:
     if checkpointer:
       checkpointer.close()

@@ -17,6 +17,7 @@ read.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -95,26 +96,64 @@ class Dataset:
              'global_TxG': np.concatenate([self.global_NxG[idx], self.next_global_NxG[idx[-1:]]]),
              'actions_KxD': self.action_NxD[idx, :d], 'rewards_K': self.reward_N[idx]}
 
-  def batches(self, batch_size: int, rng) -> Iterator[dict]:
-    """Endless shuffled minibatches (epoch after epoch) of padded transitions with masks.
+  def batches(self, batch_size: int, rng) -> 'Minibatches':
+    """Endless shuffled minibatches (epoch after epoch): see `Minibatches`."""
+    return Minibatches(self, batch_size, rng)
 
-    Keys: feats_BxDxF, global_BxG, action_BxD, reward_B, next_feats_BxDxF, next_global_BxG, done_B,
-    mask_BxD (shapes fixed by the dataset's max D, so a jitted step compiles once).
-    """
+  def fingerprint(self) -> str:
+    """A hash of every array (values, dtypes, shapes): equal for the same transitions."""
+    h = hashlib.sha256()
+    for key, value in sorted(self.arrays().items()):
+      value = np.ascontiguousarray(value)
+      h.update(f'{key}:{value.dtype.str}:{value.shape}'.encode())
+      h.update(value.tobytes())
+    return h.hexdigest()[:16]
+
+
+class Minibatches:
+  """Endless shuffled minibatches of a Dataset's padded transitions, epoch after epoch; resumable.
+
+  Keys: feats_BxDxF, global_BxG, action_BxD, reward_B, next_feats_BxDxF, next_global_BxG, done_B,
+  mask_BxD (shapes fixed by the dataset's max D, so a jitted step compiles once). `state()` is
+  JSON-able (the RNG's state, the current permutation and the position in it); `restore(state)`
+  makes the stream continue exactly where the one that gave the state was.
+  """
+
+  KEYS = ('feats_NxDxF', 'global_NxG', 'action_NxD', 'reward_N', 'next_feats_NxDxF',
+          'next_global_NxG', 'done_N', 'mask_NxD')
+
+  def __init__(self, dataset: Dataset, batch_size: int, rng):
     if batch_size < 1:
       raise ValueError(f'batch_size: must be >= 1, got {batch_size}')
-    if not len(self):
+    if not len(dataset):
       raise ValueError('dataset: no transitions')
-    rng = np.random.default_rng(rng)
-    keys = ('feats_NxDxF', 'global_NxG', 'action_NxD', 'reward_N', 'next_feats_NxDxF',
-            'next_global_NxG', 'done_N', 'mask_NxD')
-    order, pos = rng.permutation(len(self)), 0
-    while True:
-      while len(order) - pos < batch_size:
-        order, pos = np.concatenate([order[pos:], rng.permutation(len(self))]), 0
-      idx = order[pos:pos + batch_size]
-      pos += batch_size
-      yield {k.replace('_N', '_B'): getattr(self, k)[idx] for k in keys}
+    self.dataset, self.batch_size = dataset, batch_size
+    self._rng = np.random.default_rng(rng)
+    self._order, self._pos = self._rng.permutation(len(dataset)), 0
+
+  def __iter__(self) -> Iterator[dict]:
+    return self
+
+  def __next__(self) -> dict:
+    while len(self._order) - self._pos < self.batch_size:
+      self._order = np.concatenate([self._order[self._pos:],
+                                    self._rng.permutation(len(self.dataset))])
+      self._pos = 0
+    idx = self._order[self._pos:self._pos + self.batch_size]
+    self._pos += self.batch_size
+    return {k.replace('_N', '_B'): getattr(self.dataset, k)[idx] for k in self.KEYS}
+
+  def state(self) -> dict:
+    rng = self._rng.bit_generator.state  # PCG64's 128-bit integers are kept as decimal strings
+    return {'rng': {**rng, 'state': {k: str(v) for k, v in rng['state'].items()}},
+            'order': self._order.tolist(), 'pos': self._pos}
+
+  def restore(self, state: dict) -> None:
+    rng = dict(state['rng'])
+    rng['state'] = {k: int(v) for k, v in rng['state'].items()}
+    self._rng.bit_generator.state = rng
+    self._order = np.asarray(state['order'], np.int64).reshape(-1)
+    self._pos = int(state['pos'])
 
 
 def _jsonable(x):

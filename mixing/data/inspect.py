@@ -4,12 +4,10 @@ r"""Shows what a model will read: each domain's size and a few decoded training 
   python -m mixing.data.inspect --domains=gsm8k --file=gsm8k=../shared/data/gsm8k/train.jsonl@question,answer
 """
 
-import sys
-
-from absl import app
 from absl import flags
 import numpy as np
 
+from experiments.training import cli  # the one error path of every CLI (pyproject: ignore_imports)
 from mixing.data import load as load_lib
 from mixing.data import sampler as sampler_lib
 from mixing.data import tokenizer
@@ -59,20 +57,25 @@ def describe(packed_domains, examples: int, seed: int) -> str:
 
 
 def main(argv):
-  del argv
-  try:
-    names, _ = load_lib.parse_mixture(_DOMAINS.value)
-    packed = load_lib.load_domains(names, _SEQ_LEN.value, _SEED.value,
-                                   files=parse_files(_FILES.value), data_dir=_DATA_DIR.value)
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _SEQ_LEN.value < 1:
+    raise ValueError(f'seq_len: must be positive, got {_SEQ_LEN.value}')
+  for flag in (_EXAMPLES, _SEED):
+    if flag.value < 0:
+      raise ValueError(f'{flag.name}: must be >= 0, got {flag.value}')
+  files = parse_files(_FILES.value)
+  if files:
+    cli.check_writable('data_dir', _DATA_DIR.value)
+  names, _ = load_lib.parse_mixture(_DOMAINS.value)
+  packed = load_lib.load_domains(names, _SEQ_LEN.value, _SEED.value, files=files,
+                                 data_dir=_DATA_DIR.value)
   print(describe(packed, _EXAMPLES.value, _SEED.value))
 
 
 def console():
   """The `mixlab-inspect` command."""
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == '__main__':

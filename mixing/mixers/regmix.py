@@ -70,28 +70,40 @@ def spearman(a_N, b_N) -> float:
 
 # --- RegMix's CSV layout: an `index` column, then one column per domain (weights) or metric. ---------
 
-def read_csv(path: str, field: str) -> tuple[list[str], np.ndarray]:
-  """(header, rows as float64), or a ValueError naming the file."""
+def read_csv(path: str, field: str, nonnegative=None) -> tuple[list[str], np.ndarray]:
+  """(header, rows as float64), or a ValueError naming the file.
+
+  nonnegative: the columns (names; None: every column but `index`) whose values must be finite and
+  >= 0 (weights, losses), where present; the first that is not is named by its line and column.
+  """
   try:
     with open(path, newline='') as f:
-      rows = list(csv.reader(f))
+      lines = [(number, row) for number, row in enumerate(csv.reader(f), 1) if row]
   except OSError as e:
     raise ValueError(f'{field}: cannot read {path!r}: {e.strerror}') from None
-  if len(rows) < 2 or 'index' not in rows[0]:
+  if len(lines) < 2 or 'index' not in lines[0][1]:
     raise ValueError(f'{field}: {path!r} needs a header with an `index` column and data rows')
+  header = lines[0][1]
+  if any(len(row) != len(header) for _, row in lines):
+    raise ValueError(f'{field}: {path!r} has rows of different lengths')
   try:
-    values = np.array([[float(v) for v in row] for row in rows[1:] if row], np.float64)
+    values = np.array([[float(v) for v in row] for _, row in lines[1:]], np.float64)
   except ValueError as e:
     raise ValueError(f'{field}: {path!r} has a value that is not a number ({e})') from None
-  if values.ndim != 2 or values.shape[1] != len(rows[0]):
-    raise ValueError(f'{field}: {path!r} has rows of different lengths')
-  return rows[0], values
+  columns = [h for h in header if h != 'index'] if nonnegative is None else nonnegative
+  for name in (c for c in columns if c in header):
+    column = values[:, header.index(name)]
+    bad = np.flatnonzero(~(np.isfinite(column) & (column >= 0)))
+    if len(bad):
+      raise ValueError(f'{field}: {path!r} line {lines[bad[0] + 1][0]}, column {name!r}: '
+                       f'{float(column[bad[0]])!r} is not a finite value >= 0')
+  return header, values
 
 
 def load_training_set(mixtures_path: str, losses_path: str, target: str):
   """Mixture rows and the target column, matched by `index`; the weight column names."""
   mix_header, mix = read_csv(mixtures_path, 'mixtures')
-  loss_header, loss = read_csv(losses_path, 'losses')
+  loss_header, loss = read_csv(losses_path, 'losses', [target])
   if target not in loss_header:
     raise ValueError(f'target: column {target!r} is not in {losses_path!r}')
   mix_index = mix[:, mix_header.index('index')]
