@@ -63,6 +63,19 @@ def test_collection_resumes_by_round(pipeline, tmp_path):
   np.testing.assert_array_equal(again.action_NxD, data.action_NxD)
 
 
+def test_an_unreadable_round_is_collected_again_to_the_same_trajectories(pipeline):
+  tmp, config, data = pipeline
+  transitions = tmp / 'T' / 'rounds' / 'round_001' / 'transitions.npz'
+  with open(transitions, 'r+b') as f:  # cut short, as by a full disk
+    f.truncate(transitions.stat().st_size // 2)
+  lines = []
+  again = agent_lib.collect(config, str(tmp / 'T'), log=lines.append)
+  assert lines[0] == 'round 1/2: done before, kept'
+  assert lines[1].startswith("round 2/2: dataset: cannot read '") and 'collecting it again' in lines[1]
+  np.testing.assert_array_equal(again.action_NxD, data.action_NxD)
+  np.testing.assert_array_equal(again.reward_N, data.reward_N)
+
+
 def test_deployed_agent_reweights_a_continual_run(pipeline):
   tmp, config, _ = pipeline
   cfg = continual.continual_config(config, quiet=True, **{'mixer.name': 'agent',

@@ -187,7 +187,7 @@ def collect(config, workdir: str, log=print, overwrite: bool = False) -> dataset
   merged_path, collected = os.path.join(workdir, 'dataset'), False
   for r in range(rounds):
     path = os.path.join(workdir, 'rounds', f'round_{r:03d}')
-    if os.path.exists(path):
+    if os.path.exists(path) and _readable_round(path, r, rounds, log):
       dataset_lib.check_domain_space(dataset_lib.load(path), names)
       log(f'round {r + 1}/{rounds}: done before, kept')
       continue
@@ -208,6 +208,22 @@ def collect(config, workdir: str, log=print, overwrite: bool = False) -> dataset
     runtime.barrier('collect.dataset.saved')
   workdir_lib.release_replaced(workdir)
   return dataset_lib.load(merged_path)
+
+
+def _readable_round(path: str, r: int, rounds: int, log) -> bool:
+  """False (and the round moved aside to <path>.unreadable) for a round whose files do not parse,
+  e.g. cut short by a full disk: it is collected again, to the same trajectories (seeded)."""
+  try:
+    dataset_lib.load(path)
+    return True
+  except dataset_lib.UnreadableError as e:
+    log(f'round {r + 1}/{rounds}: {e}; collecting it again')
+    runtime.barrier(f'collect.round_{r}.unreadable')
+    if jax.process_index() == 0:
+      shutil.rmtree(path + '.unreadable', ignore_errors=True)
+      os.replace(path, path + '.unreadable')
+    runtime.barrier(f'collect.round_{r}.moved')
+    return False
 
 
 def _merged_rounds(path: str) -> int | None:

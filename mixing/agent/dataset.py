@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -269,6 +270,10 @@ class TrajectoryWriter:
     return path
 
 
+class UnreadableError(ValueError):
+  """A dataset directory whose files are there but do not parse (e.g. truncated)."""
+
+
 def load(path: str) -> Dataset:
   """Reads a dataset directory; ValueError naming the path if it is missing or unreadable."""
   if not os.path.isdir(path):
@@ -283,8 +288,8 @@ def load(path: str) -> Dataset:
     with open(files[CONFIG]) as f:
       meta = json.load(f)
     return Dataset(**arrays, meta=meta)
-  except (OSError, ValueError, TypeError, KeyError) as e:
-    raise ValueError(f"dataset: cannot read '{path}' ({str(e).splitlines()[0][:200]})") from e
+  except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as e:
+    raise UnreadableError(f"dataset: cannot read '{path}' ({str(e).splitlines()[0][:200]})") from e
 
 
 def check_domain_space(dataset: Dataset, names: Sequence[str]):
