@@ -113,8 +113,11 @@ class Trainer(loop_lib.Loop):
     first = jax.process_index() == 0
     self.open_writers(resumed)
     # Every mixer update (its step, then the weights it chose) is a line of mixer.jsonl.
+    every = c.mixer.update_every  # the last update a resumed run's mixer.jsonl must hold
+    last_update = (min(self.step, c.steps - 1) // every) * every if resumed else None
     self.mixer_log = metrics_lib.MetricsWriter(self.workdir, self.step if resumed else -1, first,
-                                               'mixer.jsonl', tensorboard=False)
+                                               'mixer.jsonl', tensorboard=False,
+                                               expected_through=last_update)
     if not resumed and c.init_from:  # continue from another run's model, with a fresh optimizer
       params = checkpoint_lib.load_run_state(c.init_from, self.state).params
       self.state = self.state._replace(params=params)
