@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.chunk_chars = 4096  # corpus and file domains: document size, in characters
   config.data.loss_on_prompt = True  # False: only completions (answers) carry loss, as in SFT
 
-  config.model = models.get_config('quickstart')  # see configs/models.py for the presets
+  config.model = models.get_config('quickstart')  # presets and per-field overrides: models/presets.py
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 3e-3  # peak learning rate of AdamW
@@ -75,7 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.mixer.taskpgm = ml_collections.ConfigDict()
   # taskpgm (needs `continual` and `taskpgm` sections): where TaskPGM's mixture over the run's domains
-  # is computed and cached ('': WORKDIR/taskpgm)
+  # is computed and cached ('': WORKDIR/taskpgm/domain_mixture)
   config.mixer.taskpgm.dir = ''
 
   config.mesh = ml_collections.ConfigDict()

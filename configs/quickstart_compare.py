@@ -20,7 +20,7 @@ def get_config():
   config.agent.cql_steps = 400  # conservative Q-learning steps
   config.mixer.doremi.proxy_steps = 60  # DoReMi's reference and proxy runs (half the budget)
 
-  config.taskpgm = ml_collections.ConfigDict()  # TaskPGM over the domains (taskpgm_pipeline)
+  config.taskpgm = ml_collections.ConfigDict()  # TaskPGM over the domains (experiments/recipes/task_mixtures.py)
   config.taskpgm.single_task_steps = 30  # steps of each single-domain fine-tune of the base
   config.taskpgm.probes = 32  # held-out rows whose predictive distributions are compared
   config.taskpgm.probe_positions = 16  # scored positions read per probe row

@@ -27,10 +27,7 @@ def main(argv):
   del argv
   distributed.initialize()
   config = cli.config_with(_CONFIG.value, 'continual', 'configs/continual_math.py')
-  try:
-    dataset = agent.collect(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
-  except ValueError as e:
-    cli.fail(e)
+  dataset = agent.collect(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
   if jax.process_index() != 0:  # the others trained their share of the proxies; one reports
     return
   print(f'{dataset.num_trajectories} trajectories ({len(dataset)} transitions) in '

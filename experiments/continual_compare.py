@@ -79,13 +79,10 @@ def main(argv):
   del argv
   distributed.initialize()
   config = cli.config_with(_CONFIG.value, 'continual', 'configs/continual_math.py')
-  try:
-    rows = agent_study.compare(
-        config, _AGENT_DIR.value, _WORKDIR.value, _METHODS.value, _GRID.value,
-        _UNSEEN_SOURCES.value, _UNSEEN_MODEL.value, _UNSEEN_SPACE_SOURCES.value,
-        _UNSEEN_SPACE_TARGETS.value, overwrite=_OVERWRITE.value)
-  except ValueError as e:
-    cli.fail(e)
+  rows = agent_study.compare(
+      config, _AGENT_DIR.value, _WORKDIR.value, _METHODS.value, _GRID.value,
+      _UNSEEN_SOURCES.value, _UNSEEN_MODEL.value, _UNSEEN_SPACE_SOURCES.value,
+      _UNSEEN_SPACE_TARGETS.value, overwrite=_OVERWRITE.value)
   if jax.process_index() != 0:  # every process ran every row's training; one draws and prints
     return
   if os.path.exists(os.path.join(_WORKDIR.value, 'agent', 'mixer.jsonl')):

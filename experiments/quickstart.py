@@ -1,4 +1,4 @@
-r"""The quickstart comparison (stages and outputs: experiments/comparison.py).
+r"""The quickstart comparison (stages and outputs: experiments/recipes/quickstart_stages.py).
 
   python -m experiments.quickstart --workdir=/tmp/quickstart
 

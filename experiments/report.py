@@ -1,4 +1,4 @@
-r"""Reports from finished runs: plots and markdown tables (the logic lives in experiments/plots.py).
+r"""Reports from finished runs: plots and markdown tables (the logic lives in experiments/reporting/plots.py).
 
   python -m experiments.report --workdir=W [--out=DIR] [--source=D1,D2 --target=D3]
 W may be one run, a directory of runs (a sweep, a comparison), a continual comparison (scores.json) or

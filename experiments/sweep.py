@@ -82,14 +82,11 @@ def main(argv):
     cli.fail(f'workers: must be >= 1, got {_WORKERS.value}')
   if _PROGRESS.value < 0:
     cli.fail(f'progress_seconds: must be >= 0, got {_PROGRESS.value}')
-  try:
-    sweep = sweep_spec.load_sweep(_SWEEP.value)
-    sweep_dir = _WORKDIR.value or sweep_spec.default_dir(sweep)
-    runs = sweep_spec.plan(sweep, sweep_dir, _OVERWRITE.value)
-    if not _PRINT.value:
-      workdir_lib.lock(sweep_dir)  # one sweep at a time in a directory
-  except ValueError as e:
-    cli.fail(e)
+  sweep = sweep_spec.load_sweep(_SWEEP.value)
+  sweep_dir = _WORKDIR.value or sweep_spec.default_dir(sweep)
+  runs = sweep_spec.plan(sweep, sweep_dir, _OVERWRITE.value)
+  if not _PRINT.value:
+    workdir_lib.lock(sweep_dir)  # one sweep at a time in a directory
   if _PRINT.value:
     for run in runs:
       _print(sweep_spec.shell_command(sweep, run))

@@ -1,4 +1,4 @@
-r"""TaskPGM end to end (stages and outputs: experiments/taskpgm_pipeline.py).
+r"""TaskPGM end to end (stages and outputs: experiments/recipes/task_mixtures.py).
 
   python -m experiments.taskpgm --config=configs/taskpgm.py --workdir=W
 """

@@ -12,7 +12,6 @@ from experiments.recipes import continual
 from experiments.recipes import runs
 from experiments.training import cli
 from experiments.training import distributed
-from experiments.training import trainer as trainer_lib
 from experiments.training import validate
 from experiments.training import workdir as workdir_lib
 
@@ -33,11 +32,7 @@ def main(argv):
   if 'continual' in config and not config.init_from:  # continual runs start from the base model
     config = continual.continual_config(config)
   trainer = runs.make_trainer(config, _WORKDIR.value)
-  try:
-    trainer.run()
-  except trainer_lib.NonFiniteLossError as e:  # not a user mistake: exit 1, the run's checkpoints kept
-    print(f'error: {e}', flush=True)
-    raise SystemExit(1) from None
+  trainer.run()  # a non-finite loss: one line, exit 1 (cli.run), the checkpoints before it kept
   if jax.process_index() == 0:
     print(trainer.table())
 

@@ -30,11 +30,8 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer('checkpoint_every', cql.CQLConfig.check
 def main(argv):
   del argv
   config = cli.config_with(_CONFIG.value, 'agent', 'configs/continual_math.py')
-  try:
-    agent.train_agent(config, _TRAJECTORIES.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
-                      checkpoint_every=_CHECKPOINT_EVERY.value)
-  except ValueError as e:
-    cli.fail(e)
+  agent.train_agent(config, _TRAJECTORIES.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
+                    checkpoint_every=_CHECKPOINT_EVERY.value)
   print(f'agent saved in {_WORKDIR.value}')
 
 

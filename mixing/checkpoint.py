@@ -120,7 +120,8 @@ class Checkpointer:
   def restore_latest(self, abstract_state, validate: Callable[[dict], Any] | None = None):
     """(step, state, meta) of the newest checkpoint that restores, matches its checksums and passes
     `validate(meta)` (which raises to reject it); None if there is none. Module docstring."""
-    for step in sorted(self._manager.all_steps(), reverse=True):
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    for step in steps:
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
@@ -128,6 +129,8 @@ class Checkpointer:
         if validate is not None:
           validate(meta)
         return step, restored['state'], meta
+      except (PermissionError, MemoryError, KeyboardInterrupt):
+        raise  # the machine, not the checkpoint: moving it aside would lose it
       except Exception as e:  # pylint: disable=broad-except  # orbax raises many kinds here
         message = str(e).splitlines()[0][:200] if str(e) else ''
         reason = message if isinstance(e, ValueError) else f'{type(e).__name__}: {message}'
@@ -137,13 +140,24 @@ class Checkpointer:
         logging.info('checkpoint %d failed to restore: %s', step, e)  # the whole message
         if not self.read_only:
           self._set_aside(step)
+    if steps:  # starting over would overwrite the run's logs: refuse, keeping what was set aside
+      raise ValueError(f'checkpoints: none of the {len(steps)} checkpoints in {self.directory} '
+                       'restores (each is kept beside it as corrupt_checkpoint_<step>); pass '
+                       '--overwrite to start the run over')
     return None
 
   def _set_aside(self, step: int):
     path = os.path.join(self.directory, str(step))
     if jax.process_index() == 0 and os.path.exists(path):
-      shutil.move(path, os.path.join(os.path.dirname(self.directory),
-                                     f'corrupt_checkpoint_{step}'))
+      target = os.path.join(os.path.dirname(self.directory), f'corrupt_checkpoint_{step}')
+      n = 1
+      while os.path.exists(target):  # the same step set aside before: keep both
+        target, n = os.path.join(os.path.dirname(self.directory),
+                                 f'corrupt_checkpoint_{step}.{n}'), n + 1
+      try:
+        os.replace(path, target)
+      except OSError as e:  # the restore goes on with the previous checkpoint regardless
+        print(f'could not move {path} aside ({e.strerror}); it is skipped', flush=True)
     if jax.process_count() > 1:  # the others must not list the steps again before it is moved
       multihost_utils.sync_global_devices(f'checkpoint.set_aside.{step}')
     self._manager.reload()

@@ -288,7 +288,7 @@ def m13() -> ModelConfig:
   """~13.1M parameters: 4 layers x d_model 512, 4 heads of 128, d_ff 1408.
 
   At a fixed ~13M, few wide layers keep every matmul large (best CPU MFU in
-  experiments/bench_model.py: d384 x 7-8 layers was ~10% worse).
+  experiments/recipes/bench_model.py: d384 x 7-8 layers was ~10% worse).
   """
   return ModelConfig(d_model=512, num_layers=4, num_heads=4, d_ff=1408,
                      max_len=256)

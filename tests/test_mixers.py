@@ -105,8 +105,8 @@ def test_regmix_csv_errors_name_the_problem(tmp_path):
 @pytest.mark.parametrize('name,field,value,message', [
     ('nope', None, None, "mixer.name: unknown mixer 'nope'"),
     ('doremi', 'doremi.eta', 0.0, 'mixer.doremi.eta: must be > 0'),
-    ('temperature', 'temperature.temperature', -1.0, 'mixer.temperature: must be > 0'),
-    ('temperature', 'temperature.cap', 0.5, 'mixer.cap: must be >= 1'),
+    ('temperature', 'temperature.temperature', -1.0, 'mixer.temperature.temperature: must be > 0'),
+    ('temperature', 'temperature.cap', 0.5, 'mixer.temperature.cap: must be >= 1'),
     ('regmix', 'regmix.num_proxies', 2, 'mixer.regmix.num_proxies: 2 is fewer than the 3'),
     ('odm', 'odm.smoothing', 1.0, 'mixer.odm.smoothing: must be in [0, 1)'),
 ])

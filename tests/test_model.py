@@ -1,4 +1,4 @@
-"""Tests for models/transformer.py, models/sharding.py, experiments/step.py."""
+"""Tests for models/transformer.py, models/sharding.py, experiments/training/step.py."""
 
 import dataclasses
 

@@ -1,6 +1,6 @@
 """The quickstart comparison: every mixing method on one continual pre-training budget, end to end.
 
-Stages, each cached in W so a re-run resumes: the base model (shared cache, experiments/continual),
+Stages, each cached in W so a re-run resumes: the base model (shared cache, experiments/recipes/continual.py),
 W/trajectories and W/agent_policy (the Data Mixing Agent, collected and trained small),
 W/taskpgm_mixture (the TaskPGM mixture over the domains), then one continual run per method in
 W/<method>/ (uniform, DoReMi, ODM, agent, TaskPGM), scored against the base model. Each stage's

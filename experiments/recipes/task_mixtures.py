@@ -1,7 +1,7 @@
 """TaskPGM end to end: base model, single-task population, probes, potentials, mixtures, fine-tunes.
 
 Run by `python -m experiments.taskpgm --config=configs/taskpgm.py --workdir=W`.
-Stages, each cached in W so a re-run resumes: the base model (shared cache, see experiments/continual);
+Stages, each cached in W so a re-run resumes: the base model (shared cache, see experiments/recipes/continual.py);
 W/single_task (one fine-tune per task, as a population); W/potentials.npz (unary, jsd, pmi, task
 names); W/mixtures.json (every method's mixture) and W/mixture.json (TaskPGM's, task -> weight);
 W/finetune (the base fine-tuned on each mixture, same budget, as a population); W/results.json
@@ -281,6 +281,7 @@ def run(config, workdir: str, log=print) -> dict:
           f'Discrete variant: {discrete["selected"]}; {guarantee_text(discrete)}.\n')
   runtime.on_process_0('write results.md', atomic.write_text,
                        os.path.join(workdir, 'results.md'), text)
+  workdir_lib.release_replaced(workdir)  # --overwrite's old run: this one is complete now
   return results
 
 
@@ -298,7 +299,7 @@ def domain_mixture(config, workdir: str, log=print) -> dict:
 
   The tasks are the run's domains; each single-domain model continues from the continual base model
   for taskpgm.single_task_steps steps (one population). u_i is that model's balanced score over the
-  base (held-out loss improvements of the source and target fields, experiments/continual), the
+  base (held-out loss improvements of the source and target fields, experiments/recipes/continual.py), the
   probes are taskpgm.probes held-out rows spread over the domains, each read at up to
   taskpgm.probe_positions scored positions. Cached: W/potentials.npz and W/mixture.json, reused
   only for the config (and DOMAIN_MIXTURE_VERSION) W/config.json records (`workdir.claim`).

@@ -9,12 +9,14 @@ found). Any other exception is a bug in mixlab and keeps its traceback.
 """
 
 import difflib
+import errno
 import importlib.util
 import io
 import json
 import logging as std_logging
 import os
 import sys
+import threading
 import zipfile
 
 from absl import app
@@ -76,6 +78,10 @@ def _unknown_field(argv) -> str | None:
   return None
 
 
+class RunFailed(RuntimeError):
+  """A run that failed by itself (e.g. a non-finite loss): one line on stderr and exit code 1."""
+
+
 USER_ERRORS = (ValueError, OSError, zipfile.BadZipFile)  # JSON and UTF-8 errors are ValueErrors
 _UNREADABLE = ((json.JSONDecodeError, 'not valid JSON'), (UnicodeDecodeError, 'not UTF-8 text'),
                (zipfile.BadZipFile, 'not a valid zip/npz file'))
@@ -114,6 +120,42 @@ def one_line(e: BaseException) -> str:
       path = _file_in(e.__traceback__)
       return f'{path}: {what} ({e})' if path else f'{what}: {e}'
   return str(e).strip() or type(e).__name__
+
+
+def _silence_background():
+  """Once the error is reported: what a library's background writers print about it while the
+  interpreter shuts down (orbax's async checkpoint writes on a full disk) is not shown again."""
+  sys.unraisablehook = lambda unraisable: None
+  threading.excepthook = lambda args: None
+
+
+def _flush():
+  try:
+    sys.stdout.flush()  # what the command printed comes before the error
+  except OSError:
+    pass
+
+
+_OURS = tuple(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) +
+              os.sep + package + os.sep for package in ('configs', 'mixing', 'models', 'experiments'))
+
+
+# OS errors that libraries (tensorstore under orbax) report inside a ValueError: the machine's state.
+_ENVIRONMENT = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _from_user_input(e: BaseException) -> bool:
+  """An OSError (the environment), a user file that does not parse, or a ValueError that mixlab
+  raised (its convention for a bad field or value). A ValueError raised inside a library, that no
+  code of ours turned into a message, is a bug of ours: its traceback shows."""
+  if isinstance(e, OSError) or any(isinstance(e, kind) for kind, _ in _UNREADABLE):
+    return True
+  if any(os.strerror(code) in str(e) for code in _ENVIRONMENT):  # e.g. tensorstore's full disk
+    return True
+  tb, innermost = e.__traceback__, None
+  while tb is not None:
+    innermost, tb = tb.tb_frame, tb.tb_next
+  return innermost is None or innermost.f_code.co_filename.startswith(_OURS)
 
 
 def _file_in(tb) -> str | None:
@@ -178,10 +220,14 @@ def run(main, default_config: str | None = None):
   def guarded(argv):
     try:
       return main(argv)
-    except USER_ERRORS as e:  # anything else is a bug: its traceback shows
-      try:
-        sys.stdout.flush()  # what the command printed comes before the error
-      except OSError:
-        pass
+    except RunFailed as e:  # e.g. a run that diverged: not a user mistake, and not a bug
+      _flush()
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.exit(1)
+    except USER_ERRORS as e:
+      if not _from_user_input(e):
+        raise  # a bug: its traceback shows
+      _flush()
+      _silence_background()
       fail(one_line(e))
   app.run(guarded, flags_parser=_parse_flags)

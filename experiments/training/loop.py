@@ -21,13 +21,14 @@ import time
 import jax
 import numpy as np
 
+from experiments.training import cli
 from experiments.training import metrics as metrics_lib
 from experiments.training import workdir as workdir_lib
 from mixing import checkpoint as checkpoint_lib
 
 
-class NonFiniteLossError(RuntimeError):
-  pass
+class NonFiniteLossError(cli.RunFailed):
+  """A loss that is NaN or infinite: the run stops there, its checkpoints before it kept."""
 
 
 @dataclasses.dataclass
@@ -115,6 +116,8 @@ class Loop:
   may override next_batch, evaluate, mixer hooks and extra checkpoint meta.
   """
   check_finite = True
+  opaque_meta = ()  # meta keys whose form check_meta leaves to their owner (a Mixer's state)
+  record_history = False  # keep every step's metrics in self.history (Population.train_steps)
   quiet = False
   label = ''
 
@@ -142,7 +145,12 @@ class Loop:
     is any mapping of names to numbers). Changes nothing: a rejected checkpoint leaves the loop as
     it was, and the checkpointer falls back to the one before."""
     meta = _upgraded_meta(meta, self.members, len(self.names))
-    _check_like({**self.meta(), 'last_eval': {}}, meta)
+    expected = {**self.meta(), 'last_eval': {}}
+    for key in self.opaque_meta:  # present, but its form is its owner's to check when it is used
+      if key not in meta:
+        raise ValueError(f'meta: no {key!r}')
+      expected.pop(key)
+    _check_like(expected, meta)
     _check_like({key: 0.0 for key in meta['last_eval']}, meta['last_eval'], 'meta.last_eval')
 
   def restore_meta(self, meta) -> None:
@@ -190,7 +198,8 @@ class Loop:
     self.since_update.add(metrics)
     self.since_log.add(metrics)
     self.tokens_seen += int(np.asarray(metrics['domain_tokens_D'])[0].sum())
-    self.history.append(metrics)
+    if self.record_history:
+      self.history.append(metrics)
     self._last_loss = float(np.mean(metrics['token_loss']))
 
   def _check_finite(self, step, metrics):

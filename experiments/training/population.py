@@ -108,6 +108,7 @@ class Population(loop_lib.Loop):
   def train_steps(self, n: int) -> list[dict]:
     """n steps of every member (no checkpoints, no metrics files: the caller drives the members);
     returns per-step metrics (leading K axis)."""
+    self.record_history = True
     self.train(self.step + n, checkpoints=False)
     return self.history
 

@@ -32,6 +32,7 @@ class Trainer(loop_lib.Loop):
   """Builds a run from a config and a Mixer; `run()` trains to config.steps, resuming."""
 
   members, stacked = 1, False
+  opaque_meta = ('mixer',)
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, mixer: mixer_lib.Mixer,
                quiet: bool = False, domains=None):
@@ -60,15 +61,18 @@ class Trainer(loop_lib.Loop):
     self.mixer = mixer
     self.mixer_state = mixer.init([mixer_lib.DomainInfo(d.name, d.train.num_tokens)
                                    for d in self.domains])
+    self.mixer_step = -1  # the step of the last mixer update (-1: none yet)
     self._init_loop([workdir])
 
   # --- what the loop asks of a single run ---------------------------------------------------------------
   def meta(self):
-    return {**super().meta(), 'mixer': self.mixer_state}
+    return {**super().meta(), 'mixer': self.mixer_state, 'mixer_step': self.mixer_step}
 
   def restore_meta(self, meta):
     super().restore_meta(meta)
     self.mixer_state = meta['mixer']
+    every = self.config.mixer.update_every  # checkpoints before mixer_step was recorded:
+    self.mixer_step = int(meta.get('mixer_step', (self.step // every) * every))
 
   def next_batch(self):
     return runtime.to_global(self.mesh, self.sampler.next_batch())
@@ -92,6 +96,7 @@ class Trainer(loop_lib.Loop):
       weights = runtime.from_process_0(sampler_lib.validate_weights(weights, self.names))
     weights = self.sampler.set_weights(weights)
     self.mixer_log.write(self.step, {f'mixture/{n}': w for n, w in zip(self.names, weights)})
+    self.mixer_step = self.step
 
   def evaluate(self) -> dict[str, float]:
     params = self.state.params
@@ -113,16 +118,17 @@ class Trainer(loop_lib.Loop):
     first = jax.process_index() == 0
     self.open_writers(resumed)
     # Every mixer update (its step, then the weights it chose) is a line of mixer.jsonl.
-    every = c.mixer.update_every  # the last update a resumed run's mixer.jsonl must hold
-    last_update = (min(self.step, c.steps - 1) // every) * every if resumed else None
     self.mixer_log = metrics_lib.MetricsWriter(self.workdir, self.step if resumed else -1, first,
                                                'mixer.jsonl', tensorboard=False,
-                                               expected_through=last_update)
+                                               expected_through=self.mixer_step if resumed else None)
     if not resumed and c.init_from:  # continue from another run's model, with a fresh optimizer
       params = checkpoint_lib.load_run_state(c.init_from, self.state).params
       self.state = self.state._replace(params=params)
-    if not resumed:
-      self.update_mixers()  # every mixer chooses the first weights too
+    if not resumed or (self.is_mixer_step(self.step) and self.mixer_step < self.step < c.steps):
+      # Every mixer chooses the first weights too; a finished run extended to more steps makes the
+      # update its old last step skipped.
+      self.update_mixers()
+      self.since_update = loop_lib.Sums.zeros(1, len(self.names))
     if resumed and not self.quiet:
       print(f'resumed from step {self.step}', flush=True)
     try:

@@ -181,13 +181,22 @@ def _on_process_0(workdir: str, fn):
       error = str(e).strip() or 'ValueError'
     except OSError as e:
       error = f'workdir: {workdir}: {e.strerror or e}'
+    except BaseException as e:  # a bug or an interrupt: the others must not wait for process 0
+      if _multi():
+        _broadcast(f'workdir: process 0 failed ({type(e).__name__})')
+      raise
   if _multi():
-    sent = np.frombuffer(error.encode()[:_MESSAGE_BYTES].ljust(_MESSAGE_BYTES, b'\0'), np.uint8)
-    got = np.asarray(multihost_utils.broadcast_one_to_all(sent), np.uint8)
-    error = got.tobytes().rstrip(b'\0').decode('utf-8', 'replace')
+    error = _broadcast(error)
   if error:
     raise ValueError(error)
   return result
+
+
+def _broadcast(error: str) -> str:
+  """Process 0's message (its bytes, padded) on every process."""
+  sent = np.frombuffer(error.encode()[:_MESSAGE_BYTES].ljust(_MESSAGE_BYTES, b'\0'), np.uint8)
+  got = np.asarray(multihost_utils.broadcast_one_to_all(sent), np.uint8)
+  return got.tobytes().rstrip(b'\0').decode('utf-8', 'replace')
 
 
 # --- one config per workdir -----------------------------------------------------------------------
@@ -229,6 +238,11 @@ def replaced_path(workdir: str) -> str:
   return os.path.normpath(workdir) + '.replaced'
 
 
+def _has_checkpoint(workdir: str) -> bool:
+  folder = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+
 def _move_aside(workdir: str, held: Lock) -> None:
   """The old run goes to <workdir>.replaced (an older one still there is deleted first), and a new
   folder, locked before it is renamed into place, takes its name: no other process slips in."""
@@ -236,9 +250,17 @@ def _move_aside(workdir: str, held: Lock) -> None:
   fresh = f'{os.path.normpath(workdir)}.new-{os.getpid()}'
   shutil.rmtree(fresh, ignore_errors=True)
   new = _acquire(fresh)
-  if os.path.exists(aside):
+  if os.path.exists(aside) and not _has_checkpoint(workdir):
+    # An earlier --overwrite's new run never checkpointed: the run it replaced is still the one to
+    # keep, and this failed attempt is what goes.
+    shutil.rmtree(workdir)
+    os.makedirs(workdir)
+  elif os.path.exists(aside):
     shutil.rmtree(aside)
-  os.replace(workdir, aside)
+  if os.path.exists(workdir) and os.listdir(workdir):
+    os.replace(workdir, aside)
+  else:
+    shutil.rmtree(workdir, ignore_errors=True)
   try:
     os.rename(fresh, workdir)  # fails only if another process made (and locked) workdir meanwhile
   except OSError:

@@ -22,7 +22,7 @@ class ODM:
 
   def __init__(self, smoothing: float = 0.9):
     if not 0 <= smoothing < 1:
-      raise ValueError(f'mixer.smoothing: must be in [0, 1), got {smoothing}')
+      raise ValueError(f'mixer.odm.smoothing: must be in [0, 1), got {smoothing}')
     self.smoothing = smoothing
 
   def init(self, domains: Sequence[DomainInfo]):

@@ -12,9 +12,9 @@ from mixing.mixer import DomainInfo, Static
 def temperature_weights(sizes_D, temperature: float, cap: float | None = None) -> np.ndarray:
   """w_d proportional to min(n_d, cap)^(1/T): T=1 is proportional, T -> inf uniform."""
   if temperature <= 0:
-    raise ValueError(f'mixer.temperature: must be > 0, got {temperature}')
+    raise ValueError(f'mixer.temperature.temperature: must be > 0, got {temperature}')
   if cap is not None and cap < 1:
-    raise ValueError(f'mixer.cap: must be >= 1 (tokens), got {cap}')
+    raise ValueError(f'mixer.temperature.cap: must be >= 1 (tokens), got {cap}')
   n_D = np.asarray(sizes_D, np.float64)
   if cap is not None:
     n_D = np.minimum(n_D, cap)
