@@ -162,7 +162,7 @@ def read_only(tmp_path_factory):
 
 
 def _inputs(tmp, good_run, read_only) -> dict:
-  """The placeholders' values: the files and folders the cases point at."""
+  """What each `{name}` in the cases stands for: the files and folders they point at."""
   def write(name, text):
     with open(os.path.join(tmp, name), 'w') as f:
       f.write(text)
