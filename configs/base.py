@@ -64,6 +64,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.mixer.odm = ml_collections.ConfigDict()
   config.mixer.odm.smoothing = 0.9  # moving average of the importance-weighted rewards
+  config.mixer.odm.step_scale = 1.0  # multiplies the exponential-weights step (1: the paper's)
+  config.mixer.odm.time_scale = 1.0  # multiplies the step count t of eps_t (1: the paper's)
 
   config.mixer.regmix = ml_collections.ConfigDict()
   config.mixer.regmix.num_proxies = 0  # N proxy runs (0: 4 x the number of domains)
@@ -72,6 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.mixer.regmix.target = ''  # domains whose mean held-out loss is minimized ('': all)
   config.mixer.regmix.samples = 100_000  # mixtures scored by the regressor in the search
   config.mixer.regmix.top_k = 100  # best-scored mixtures averaged into the result
+  config.mixer.regmix.regressor = 'cv'  # 'cv': k-fold CV on the proxies; 'lightgbm': RegMix's own
 
   config.mixer.taskpgm = ml_collections.ConfigDict()
   # taskpgm (needs `continual` and `taskpgm` sections): where TaskPGM's mixture over the run's domains

@@ -27,7 +27,10 @@ def get_config():
   config.trajectories.num = 64  # mixing trajectories to collect
   config.trajectories.population = 16  # proxies trained together (one population per round)
   config.trajectories.walk_scale = 0.6  # std of the log-space random walk between re-weightings
-  config.trajectories.ramp_share = 0.5  # share of trajectories that perturb a target-share ramp
+  config.trajectories.ramp_share = 0.5  # share of schedules that perturb a target-share ramp
+  config.trajectories.phase_share = 0.0  # share of schedules that switch the target share 1-2 times
+  config.trajectories.anchor_share = 0.0  # share exploring around anchor schedules (mixbench: oracle's)
+  config.trajectories.baseline_share = 0.0  # share of proxies mixed by ODM with log-normal noise
 
   config.agent = ml_collections.ConfigDict()
   config.agent.bc_steps = 300  # behaviour-cloning warm start on the best trajectories

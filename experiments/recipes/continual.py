@@ -32,7 +32,7 @@ def roles(config) -> dict[str, str]:
   return {**{n: 'source' for n in sources}, **{n: 'target' for n in targets}}
 
 
-def _fingerprint(parts) -> str:
+def fingerprint(parts) -> str:
   return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -86,7 +86,7 @@ def base_dir(config, spec=None) -> str:
   key = [cfg.domains, cfg.steps, cfg.seed, cfg.seq_len, cfg.batch_size, cfg.model.to_dict(),
          cfg.data.to_dict(), cfg.optimizer.to_dict(), cfg.domain_files.to_dict()]
   name = cfg.domains.replace('/', '_').replace(',', '+')[:60]
-  return os.path.join(spec.base_root, f'{name}-{_fingerprint(key)}')
+  return os.path.join(spec.base_root, f'{name}-{fingerprint(key)}')
 
 
 def ensure_base(config, quiet: bool = False, spec=None) -> str:
@@ -126,7 +126,7 @@ def continual_config(config, quiet: bool = False, train_base: bool = True,
 def base_metrics(config) -> dict[str, float]:
   """The base model's evaluation on the whole domain space (cached beside the base model)."""
   folder = ensure_base(config, quiet=True)
-  key = _fingerprint([config.domains, config.eval_batches, config.eval_items, config.batch_size,
+  key = fingerprint([config.domains, config.eval_batches, config.eval_items, config.batch_size,
                       config.domain_files.to_dict(), config.data.to_dict()])
   path = os.path.join(folder, f'eval_{key}.json')
   if os.path.exists(path):

@@ -1,15 +1,17 @@
 """The Data Mixing Agent's offline stages: collecting mixing trajectories, and training the agent.
 
-Collection: every round trains `trajectories.population` proxies as one population, all continuing
-from the same base model (trained and cached first), each following its own random mixing trajectory
-for `continual.reweights` re-weighting steps of `continual.steps_per_reweight` optimizer steps. At each
-re-weighting step a proxy records (observation, action, reward, next observation, done), the reward
-being the change of the balanced score over the step. Trajectories are random walks on the simplex from
-Dirichlet starts, or perturbations of a ramp of the target share. Finished rounds are kept in
-T/rounds/; a re-run skips them (a round interrupted midway is redone), but only for the config that
+Collection: every round trains `trajectories.population` proxies as one population
+(closed_loop.drive), all continuing from the same base model (trained and cached first), each
+following its own behaviour for `continual.reweights` re-weighting steps of
+`continual.steps_per_reweight` optimizer steps. At each re-weighting step a proxy records
+(observation, action, reward, next observation, done), the reward being the change of the balanced
+score over the step. Behaviours (`round_mixers`): random walks on the simplex from Dirichlet starts,
+perturbed ramps of the target share, 2-3 phase switches of the target share, neighbourhoods of given
+anchor schedules (e.g. the oracle's best) and ODM with noise. Finished rounds are kept in T/rounds/;
+a re-run skips them (a round interrupted midway is redone), but only for the config that
 T/config.json records (`collection_config`; another is refused). T/dataset holds them all, with
-the collection config. Proxies are scored on held-out loss (decoding every proxy is too slow here);
-the agent observes losses only, and accuracy enters the scores reported for deployed runs.
+the collection config. The proxies' feedback is their held-out loss and, with a `choices` section,
+their multiple-choice accuracy on the feedback items (closed_loop.py); nothing is decoded.
 
 Training: behaviour cloning on the best trajectories, then conservative Q-learning
 (mixing/agent/cql), into A: A/checkpoints (a re-run resumes bit-identically), A/metrics.jsonl, the
@@ -25,9 +27,9 @@ import shutil
 import jax
 import numpy as np
 
+from experiments.recipes import closed_loop
 from experiments.recipes import continual
 from experiments.training import metrics as metrics_lib
-from experiments.training import population as population_lib
 from experiments.training import runtime
 from experiments.training import validate
 from experiments.training import workdir as workdir_lib
@@ -35,12 +37,14 @@ from mixing.agent import cql
 from mixing.agent import dataset as dataset_lib
 from mixing.agent import deploy
 from mixing.agent import features
+from mixing import mixer as mixer_lib
+from mixing import registry
 from mixing.data import load as load_lib
 
 
 # Code versions of the two stages, part of what workdir.claim compares: bump one when its outputs
 # change, so that a re-run refuses (or, with --overwrite, redoes) what an older version left.
-COLLECT_VERSION = 1
+COLLECT_VERSION = 2
 AGENT_VERSION = 1
 
 
@@ -56,24 +60,32 @@ def check(config):
   for field, value in (('agent.bc_steps', a.bc_steps), ('agent.cql_steps', a.cql_steps)):
     validate.check_number(field, value, int, 0)
   validate.check_number('trajectories.walk_scale', t.walk_scale, float, 0)
-  validate.check_number('trajectories.ramp_share', t.ramp_share, float, 0, 1)
+  for field in ('ramp_share', 'phase_share', 'anchor_share', 'baseline_share'):
+    validate.check_number(f'trajectories.{field}', t.get(field, 0.0), float, 0, 1)
+  if t.get('phase_share', 0.0) + t.ramp_share > 1:
+    raise ValueError(f'trajectories.phase_share: phase_share + ramp_share must be <= 1, got '
+                     f'{t.phase_share} + {t.ramp_share}')
   validate.check_number('continual.balance', c.balance, float, 0, 1)
   validate.check_number('agent.best_fraction', a.best_fraction, float, 0, 1, open_low=True)
 
 
-def loss_only(metrics: dict) -> dict:
-  """The agent's view of an evaluation: held-out losses only (see the module docstring)."""
-  return {k: v for k, v in metrics.items() if k.endswith('/loss')}
-
-
 def random_schedules(config, names, roles, rng) -> np.ndarray:
-  """P x K x D weights: random walks from Dirichlet starts, or perturbed target-share ramps."""
+  """P x K x D weights: phase switches of the target share, perturbed target-share ramps, or random
+  walks from Dirichlet starts."""
   c, t = config.continual, config.trajectories
   k, d, p = c.reweights, len(names), t.population
   is_target = np.array([roles[n] == 'target' for n in names])
   out = np.zeros((p, k, d))
   for m in range(p):
-    if rng.random() < t.ramp_share:
+    u = rng.random()
+    if u < t.get('phase_share', 0.0):  # 2 or 3 phases of target shares, uniform within groups
+      cuts = np.sort(rng.choice(np.arange(1, k), size=min(rng.integers(1, 3), k - 1), replace=False))
+      shares = rng.uniform(0.05, 0.95, len(cuts) + 1)
+      split = np.where(is_target, 1.0 / max(is_target.sum(), 1), 1.0 / max((~is_target).sum(), 1))
+      for step in range(k):
+        share = shares[np.searchsorted(cuts, step, side='right')]
+        out[m, step] = np.where(is_target, share, 1 - share) * split
+    elif u < t.get('phase_share', 0.0) + t.ramp_share:
       start, end = rng.uniform(0.0, 1.0, 2)
       split = rng.dirichlet(np.full(d, 2.0))
       for step in range(k):
@@ -91,96 +103,83 @@ def random_schedules(config, names, roles, rng) -> np.ndarray:
   return out / out.sum(-1, keepdims=True)
 
 
-def _mean_train_loss(history, k):
-  loss = sum(np.asarray(m['domain_loss_D'][k], np.float64) * m['domain_tokens_D'][k]
-             for m in history)
-  tokens = sum(np.asarray(m['domain_tokens_D'][k], np.float64) for m in history)
-  with np.errstate(invalid='ignore', divide='ignore'):
-    return np.where(tokens > 0, loss / tokens, np.nan)
+class Noisy:
+  """A Mixer whose weights are another's, perturbed in log space (behaviour near a baseline's)."""
+
+  def __init__(self, mixer, scale: float, seed):
+    self.mixer, self.scale, self.rng = mixer, scale, np.random.default_rng(seed)
+
+  def init(self, domains):
+    return self.mixer.init(domains)
+
+  def update(self, state, observation):
+    state, w = self.mixer.update(state, observation)
+    w = np.asarray(w, np.float64) * np.exp(self.rng.normal(0, self.scale, len(w)))
+    return state, w / w.sum()
 
 
-def collect_round(config, workdir, round_index, names, domains, space, base_params, base_eval,
-                  log=print):
-  """One population of proxies, each following a random schedule; returns a TrajectoryWriter."""
-  c, t = config.continual, config.trajectories
+def round_mixers(config, names, rng, anchors=None) -> list:
+  """The population's behaviours for one round: schedules (random walks, ramps, phase switches,
+  neighbourhoods of `anchors`, K x D schedules e.g. the oracle's best) and noisy ODM."""
+  t, c = config.trajectories, config.continual
+  schedules = random_schedules(config, names, continual.roles(config), rng)
+  out = []
+  for m in range(t.population):
+    u = rng.random()
+    if anchors is not None and len(anchors) and u < t.anchor_share:
+      anchor = np.asarray(anchors[rng.integers(len(anchors))], np.float64)
+      sched = anchor * np.exp(rng.normal(0, t.walk_scale / 2, anchor.shape))
+      schedules[m] = sched / sched.sum(-1, keepdims=True)
+    elif u > 1 - t.baseline_share:
+      odm = registry.build(continual.with_overrides(config, {'mixer.name': 'odm'}),
+                           registry.Context(names, np.full(len(names), 1.0 / len(names))))
+      out.append(Noisy(odm, t.walk_scale / 2, rng.integers(2**31)))
+      continue
+    out.append(mixer_lib.Static(schedules[m, 0], [(k * c.steps_per_reweight, schedules[m, k])
+                                                  for k in range(1, c.reweights)]))
+  return out
+
+
+def collect_round(config, workdir, round_index, env, log=print, anchors=None):
+  """One population of proxies, each following its own behaviour; returns a TrajectoryWriter."""
+  t = config.trajectories
   rng = np.random.default_rng([config.seed, round_index])
-  schedules_PxKxD = random_schedules(config, names, continual.roles(config), rng)
+  mixers = round_mixers(config, env.names, rng, anchors)
   seeds = [config.seed + 1000 * (round_index + 1) + m for m in range(t.population)]
   work = os.path.join(workdir, 'rounds', f'round_{round_index:03d}.work')
-  if jax.process_index() == 0:  # with several processes, one clears and writes what all of them read
-    shutil.rmtree(work, ignore_errors=True)  # rounds are atomic: an interrupted one starts over
-  runtime.barrier(f'collect.round_{round_index}.cleared')
-  pop = population_lib.Population(config, work, schedules_PxKxD[:, 0], seeds, domains=domains,
-                                  init_params=base_params, quiet=True)
-  p = t.population
-  states = [features.AgentState.initial(space)] * p
-  weights_now = np.full((p, len(names)), 1.0 / len(names))
-  feats, globals_, rewards = [[] for _ in range(p)], [[] for _ in range(p)], [[] for _ in range(p)]
-  train_loss = np.full((p, len(names)), np.nan)
-  eval_metrics = [loss_only(base_eval)] * p
-  prev_scores = [None] * p
-  for step in range(c.reweights + 1):
-    for m in range(p):
-      f, g, states[m] = features.observation_features(
-          space, states[m], progress=step / c.reweights, weights_D=weights_now[m],
-          train_loss_D=train_loss[m], eval_metrics=eval_metrics[m])
-      feats[m].append(f)
-      globals_[m].append(g)
-      scores = features.scores(eval_metrics[m], space_metrics(space), continual.roles(config),
-                               space.balance)
-      if prev_scores[m] is not None:
-        rewards[m].append(features.reward(prev_scores[m], scores, space.balance))
-      prev_scores[m] = scores
-    if step == c.reweights:
-      break
-    for m in range(p):
-      pop.set_weights(m, schedules_PxKxD[m, step])
-    history = pop.train_steps(c.steps_per_reweight)
-    loss_PxD = pop.heldout_loss_KxD()
-    log(f'round {round_index + 1}: re-weighting step {step + 1}/{c.reweights}, mean held-out loss '
-        f'{np.nanmean(loss_PxD):.4f}')
-    weights_now = schedules_PxKxD[:, step]
-    train_loss = np.stack([_mean_train_loss(history, m) for m in range(p)])
-    eval_metrics = [{f'eval/{n}/loss': float(v) for n, v in zip(names, loss_PxD[m])}
-                    for m in range(p)]
+  rows = closed_loop.drive(env, work, mixers, seeds, label=f'round {round_index + 1}',
+                           log=None, record=True)
   writer = dataset_lib.TrajectoryWriter()
-  for m in range(p):
-    writer.add(names, continual.roles(config), np.stack(feats[m]), np.stack(globals_[m]),
-               schedules_PxKxD[m], np.array(rewards[m]))
-  runtime.barrier(f'collect.round_{round_index}.trained')
-  if jax.process_index() == 0:
-    shutil.rmtree(work, ignore_errors=True)
+  for row in rows:
+    writer.add(env.names, env.roles, **row['trajectory'])
   return writer
 
 
-def space_metrics(space: features.DomainSpace) -> dict:
-  return {f'eval/{n}/loss': float(v) for n, v in zip(space.names, space.base_loss_D)}
-
-
-def collection_config(config):
+def collection_config(config, anchors=None):
   """What shapes the rounds (workdir.claim's record in T): not `trajectories.num`, which only says
-  how many rounds to run, nor the sections of later stages."""
+  how many rounds to run, nor the sections of later stages; the anchors' contents if any."""
+  extra = {} if anchors is None else {'anchors': continual.fingerprint(np.asarray(anchors).tolist())}
   return continual.stage_config(
       'trajectories', COLLECT_VERSION,
-      continual.without(config, 'agent', 'mixer', 'taskpgm', 'init_from', 'trajectories.num'),
-      steps=config.steps, feature_version=features.FEATURE_VERSION)
+      continual.without(config, 'agent', 'mixer', 'taskpgm', 'init_from', 'trajectories.num',
+                        'mixbench'),
+      steps=config.steps, feature_version=features.FEATURE_VERSION, **extra)
 
 
-def collect(config, workdir: str, log=print, overwrite: bool = False) -> dataset_lib.Dataset:
+def collect(config, workdir: str, log=print, overwrite: bool = False, env=None,
+            anchors=None) -> dataset_lib.Dataset:
   """Collects (or resumes: finished rounds are kept) T/rounds/ and T/dataset; returns the dataset.
 
   ValueError if T holds rounds of another config (`collection_config`), unless `overwrite`.
+  `env`: the setting's closed_loop.Environment (built here if None); `anchors`: K x D schedules
+  whose neighbourhoods a share (`trajectories.anchor_share`) of the trajectories explore.
   """
   check(config)
-  c, t = config.continual, config.trajectories
-  workdir_lib.claim(workdir, collection_config(config), overwrite)
-  names, _, domains = runtime.load_run_domains(config)
-  roles = continual.roles(config)
-  base_dir = continual.ensure_base(config)
-  base_eval = continual.base_metrics(config)
-  space = features.DomainSpace.build(names, roles, loss_only(base_eval),
-                                     [d.train.num_tokens for d in domains], c.balance)
-  base_params = continual.base_params(config)
+  t = config.trajectories
+  workdir_lib.claim(workdir, collection_config(config, anchors), overwrite)
+  env = env or closed_loop.environment(config, log)
+  names, roles = env.names, env.roles
+  base_dir = continual.base_dir(config)
   rounds = -(-t.num // t.population)
   meta = {'domains': names, 'roles': roles, 'config': config.to_dict(),
           'base_dir': base_dir, 'feature_version': features.FEATURE_VERSION}
@@ -192,7 +191,7 @@ def collect(config, workdir: str, log=print, overwrite: bool = False) -> dataset
       log(f'round {r + 1}/{rounds}: done before, kept')
       continue
     collected = True
-    writer = collect_round(config, workdir, r, names, domains, space, base_params, base_eval, log)
+    writer = collect_round(config, workdir, r, env, log, anchors)
     if jax.process_index() == 0:
       writer.save(path, meta)
     runtime.barrier(f'collect.round_{r}.saved')

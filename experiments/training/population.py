@@ -112,9 +112,9 @@ class Population(loop_lib.Loop):
     self.train(self.step + n, checkpoints=False)
     return self.history
 
-  def heldout_loss_KxD(self) -> np.ndarray:
-    """Every member's mean held-out loss per domain."""
-    return evaluate_lib.heldout_loss(self._eval, self.state.params, self.eval_set)
+  def heldout_loss_KxD(self, eval_set=None) -> np.ndarray:
+    """Every member's mean held-out loss per domain (on `eval_set`, default the config's)."""
+    return evaluate_lib.heldout_loss(self._eval, self.state.params, eval_set or self.eval_set)
 
   def params(self, k: int):
     return self.member_state(k).params

@@ -6,10 +6,11 @@ model's:
 
   improvement_d  = (base_loss_d - loss_d) / base_loss_d          (held-out loss, 'eval/<d>/loss')
   source score   = mean over source domains of improvement_d     (negative: forgetting)
-  target score   = mean over target domains of improvement_d, averaged 50/50 with the mean
-                   absolute exact-match accuracy gain (accuracy_d - base_accuracy_d, from
-                   'eval/<d>/accuracy') over the target domains that have an accuracy in both the
-                   base and the evaluation metrics; just the loss part when none has one
+  target score   = mean over target domains of improvement_d
+  Either side is averaged 50/50 with the mean absolute accuracy gain (accuracy_d - base_accuracy_d,
+  from 'eval/<d>/accuracy': exact match, or multiple-choice acc_norm in mixbench) over that side's
+  domains that have an accuracy in both the base and the evaluation metrics; just the loss part
+  when none has one
   balanced score = balance * source + (1 - balance) * target     (balance 0.5: the mean of the two)
 
 A side with no domains scores 0. The agent's reward for a re-weighting step is the change of the
@@ -104,11 +105,15 @@ def score_arrays(loss_D, base_loss_D, acc_D, base_acc_D, is_source_D, is_target_
                  balance: float = 0.5) -> dict:
   """`scores` on arrays; accuracies NaN where a domain has none."""
   improvement_D = (base_loss_D - loss_D) / base_loss_D
-  source = _mean(improvement_D, is_source_D)
-  target = _mean(improvement_D, is_target_D)
-  has_acc_D = is_target_D * (np.isfinite(acc_D) & np.isfinite(base_acc_D))
-  if has_acc_D.sum() > 0:
-    target = 0.5 * (target + _mean(np.nan_to_num(acc_D - base_acc_D), has_acc_D))
+  has_acc_D = (np.isfinite(acc_D) & np.isfinite(base_acc_D)).astype(np.float64)
+  gain_D = np.nan_to_num(acc_D - base_acc_D)
+  side = []
+  for mask_D in (is_source_D, is_target_D):
+    score = _mean(improvement_D, mask_D)
+    if (mask_D * has_acc_D).sum() > 0:
+      score = 0.5 * (score + _mean(gain_D, mask_D * has_acc_D))
+    side.append(score)
+  source, target = side
   return {'source': source, 'target': target,
           'balanced': balance * source + (1.0 - balance) * target}
 

@@ -272,9 +272,14 @@ def _build(config, context):
   loss_NxD = stages.proxy_losses('regmix', mixtures_NxD, [config.seed] * n,
                                  f'regmix: {n} proxies')
   y_N = loss_NxD[:, [names.index(t) for t in targets]].mean(1)
+  return mixer_lib.Static(fit_and_search(c, mixtures_NxD, y_N, prior_D, config.seed))
+
+
+def fit_and_search(c, mixtures_NxD, y_N, prior_D, seed: int, minimize: bool = True) -> np.ndarray:
+  """Steps 3 and 4 for `mixer.regmix` section c: the regressor (by CV or RegMix's), the search."""
   if c.regressor == 'cv':
-    model, table = choose_by_cv(mixtures_NxD, y_N, seed=config.seed)
-    logging.info('regmix: regressor chosen by CV on the %d proxies:\n%s', n, table.format())
+    model, table = choose_by_cv(mixtures_NxD, y_N, seed=seed)
+    logging.info('regmix: regressor chosen by CV on the %d proxies:\n%s', len(y_N), table.format())
   else:
     model = Regressor(**REGMIX_PAPER).fit(mixtures_NxD, y_N)
-  return mixer_lib.Static(search(model, prior_D, c.samples, c.top_k, seed=config.seed))
+  return search(model, prior_D, c.samples, c.top_k, seed=seed, minimize=minimize)
