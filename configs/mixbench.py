@@ -34,6 +34,7 @@ def get_config(variant: str = ''):
   config.continual.reweights = 20  # K re-weighting steps
   config.continual.steps_per_reweight = 5  # S optimizer steps between re-weightings
   config.continual.learning_rate = 3e-3  # continual pre-training's peak learning rate
+  config.data.num_heldout = 300  # generated domains: held-out documents (feedback, test, val items)
   config.data.chunk_chars = 1024  # corpus and file domains: document size (more held-out documents)
   # A file domain that needs no download: the Python docs' topics (pydoc_data), written to `path`
   # by experiments.mixbench if absent. Your own: add entries here and name them in continual.*.
@@ -42,11 +43,11 @@ def get_config(variant: str = ''):
 
   config.choices = ml_collections.ConfigDict()  # multiple-choice evaluation (mixing/data/choices.py)
   config.choices.feedback_items = 4  # items per domain scored at every re-weighting step
-  config.choices.test_items = 128  # other items per domain scoring each finished run
-  config.choices.test_eval_batches = 8  # held-out batches per domain scoring each finished run
+  config.choices.test_items = 128  # other items per domain scoring a finished run (test; as many val)
+  config.choices.test_eval_batches = 8  # other held-out batches per domain scoring it (test; val)
   config.choices.num_options = 4  # options per item (1 correct)
   config.choices.option_bytes = 24  # option length (bytes) cut from a held-out continuation
-  config.choices.cuts_per_doc = 8  # plain-text documents: up to this many items each (other cuts)
+  config.choices.cuts_per_doc = 32  # plain-text documents: up to this many items each (other cuts)
 
   config.trajectories.num = 512  # mixing trajectories (32 populations of 16)
   config.trajectories.population = 16  # members trained together

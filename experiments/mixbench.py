@@ -23,6 +23,7 @@ from experiments.reporting import bench_report
 from experiments.training import atomic
 from experiments.training import cli
 from experiments.training import distributed
+from mixing.agent import deploy
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'The benchmark config (configs/mixbench.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where every stage and the results go.',
@@ -40,8 +41,11 @@ def main(argv):
   distributed.initialize()
   config = cli.config_with(_CONFIG.value, 'mixbench', 'configs/mixbench.py')
   methods = _METHODS.value or config.mixbench.methods.split(',')
-  if _AGENT_DIR.value and not os.path.isdir(_AGENT_DIR.value):
-    cli.fail(f'agent_dir: no trained agent in {_AGENT_DIR.value!r}')
+  if _AGENT_DIR.value:
+    try:
+      deploy.load_agent(_AGENT_DIR.value)  # a missing checkpoint or an old feature version: now
+    except ValueError as e:
+      cli.fail(str(e))
   start = time.time()
   results = mixbench.run(config, _WORKDIR.value, methods, rows=_ROWS.value,
                          log=lambda line: print(line, flush=True), agent_dir=_AGENT_DIR.value,

@@ -5,8 +5,10 @@ the domain space, and what a run is scored on. A member's feedback at every re-w
 held-out loss per domain and, when `config.choices.feedback_items` > 0, its multiple-choice accuracy
 per domain on a small feedback set of items (options ranked by log-likelihood, length-normalized as
 lm-eval-harness's `acc_norm`; mixing/data/choices.py); that accuracy is what the agent sees as
-'eval/<d>/accuracy'. A finished run is scored on a disjoint test set of `choices.test_items` items per
-domain and held-out loss on `choices.test_eval_batches` batches per domain: per side, the mean relative loss improvement over the base model,
+'eval/<d>/accuracy'. A finished run is scored on `choices.test_items` other items per domain and held-out loss on
+`choices.test_eval_batches` other batches per domain: the 'test' split for reported runs, a 'val'
+split of as many further items and rows for runs that choose something (the oracle, tuning, RegMix's
+proxies), so nothing reported is chosen on its own items: per side, the mean relative loss improvement over the base model,
 averaged 50/50 with the mean accuracy gain (features.score_arrays).
 
 `drive` trains P members from the base model for `continual.reweights` re-weighting steps of
@@ -46,25 +48,39 @@ class Environment:
   base_params: object
   space: features.DomainSpace  # built from base_feedback: what the agent compares against
   base_feedback: dict  # the base model's held-out loss and feedback accuracy per domain
-  base_test: dict  # the base model's held-out loss and test accuracy per domain
+  base_final: dict  # split ('val', 'test') -> the base model's final-evaluation metrics
   feedback_set: choices_lib.ChoiceSet | None
-  test_set: choices_lib.ChoiceSet | None
+  final_sets: dict  # split -> ChoiceSet (None: loss only)
 
   @property
   def infos(self):
     return [mixer_lib.DomainInfo(n, d.train.num_tokens) for n, d in zip(self.names, self.domains)]
 
 
+SPLITS = ('val', 'test')  # final evaluations: 'val' scores tuning-seed runs, 'test' reported ones
+
+
 def _choice_sets(config, domains):
+  """(feedback set, {split: set}): disjoint items, in held-out order feedback, test, val."""
   c = config.get('choices')
   if c is None or not c.test_items:
-    return None, None
+    return None, {split: None for split in SPLITS}
   raw = [d.domain for d in domains]
   build = lambda n, skip: choices_lib.build(raw, n, config.seq_len, config.data.seed,
                                             c.num_options, c.option_bytes, skip=skip,
                                             cuts_per_doc=c.cuts_per_doc)
   feedback = build(c.feedback_items, 0) if c.feedback_items else None
-  return feedback, build(c.test_items, c.feedback_items)  # disjoint: the test items come after
+  return feedback, {'test': build(c.test_items, c.feedback_items),
+                    'val': build(c.test_items, c.feedback_items + c.test_items)}
+
+
+def final_rows(config, split: str) -> tuple[int, int]:
+  """(first row, batches) of a split's held-out rows per domain: after the feedback's (and, for
+  'val', the test's) rows, so no run is scored on rows it was given as feedback."""
+  c = config.get('choices')
+  batches = c.test_eval_batches if c is not None and c.test_eval_batches else config.eval_batches
+  first = config.eval_batches + (batches if split == 'val' else 0)
+  return first * config.batch_size, batches
 
 
 def accuracy_metrics(choice_metrics: dict) -> dict:
@@ -79,14 +95,20 @@ def environment(config, log=print) -> Environment:
   roles = continual.roles(config)
   continual.ensure_base(config, quiet=False)
   base_params = continual.base_params(config)
-  feedback_set, test_set = _choice_sets(config, domains)
+  feedback_set, final_sets = _choice_sets(config, domains)
+  for split in SPLITS:
+    first, batches = final_rows(config, split)
+    for d in domains:
+      if len(d.heldout) <= first:
+        raise ValueError(f'choices.test_eval_batches: domain {d.name!r} has {len(d.heldout)} '
+                         f'held-out rows, none left for the {split} split (it starts at row {first})')
   with tempfile.TemporaryDirectory() as folder:  # the base model as a population of one
     probe = population_lib.Population(config, folder, np.ones((1, len(names))), [config.seed],
                                       domains=domains, init_params=base_params, quiet=True)
     env = Environment(config, names, roles, domains, base_params, None, {}, {}, feedback_set,
-                      test_set)
+                      final_sets)
     env.base_feedback = _evaluate(env, probe, None)[0]
-    env.base_test = _evaluate(env, probe, None, test=True)[0]
+    env.base_final = {split: _evaluate(env, probe, None, split)[0] for split in SPLITS}
   env.space = features.DomainSpace.build(names, roles, env.base_feedback,
                                          [d.train.num_tokens for d in domains],
                                          config.continual.balance)
@@ -101,21 +123,22 @@ def _observation(k, s, total, tokens, sums_loss_D, sums_tokens_D, evals, weights
                                eval_metrics=evals, weights_D=weights_D)
 
 
-def _final_scores(env: Environment, final: dict) -> dict:
-  """Source, target and balanced scores of a finished member against the base model (test set)."""
-  names = env.names
+def _final_scores(env: Environment, final: dict, split: str) -> dict:
+  """Source, target and balanced scores of a finished member against the base model (a split)."""
+  names, base = env.names, env.base_final[split]
   get = lambda m, key: np.array([m.get(key(n), np.nan) for n in names], np.float64)
-  return features.score_arrays(get(final, features.loss_key), get(env.base_test, features.loss_key),
+  return features.score_arrays(get(final, features.loss_key), get(base, features.loss_key),
                                get(final, features.accuracy_key),
-                               get(env.base_test, features.accuracy_key), env.space.is_source_D,
+                               get(base, features.accuracy_key), env.space.is_source_D,
                                env.space.is_target_D, env.space.balance)
 
 
 def drive(env: Environment, workdir: str, mixers, seeds, label: str = '', log=print,
-          record: bool = False) -> list[dict]:
+          record: bool = False, split: str = 'test') -> list[dict]:
   """Trains one member per (mixer, seed) through the continual run; returns per member:
-  `weights` (K x D, the weights of each re-weighting step), `final` (held-out loss and test accuracy
-  per domain), `scores` (source, target, balanced) and, with `record`, `trajectory` (feats_TxDxF,
+  `weights` (K x D, the weights of each re-weighting step), `final` (held-out loss and accuracy per
+  domain on `split`: 'val' for runs that choose something, 'test' for reported ones), `scores`
+  (source, target, balanced, on that split) and, with `record`, `trajectory` (feats_TxDxF,
   global_TxG, actions_KxD, rewards_K for dataset.TrajectoryWriter.add)."""
   config, c = env.config, env.config.continual
   k_total, s = c.reweights, c.steps_per_reweight
@@ -161,11 +184,11 @@ def drive(env: Environment, workdir: str, mixers, seeds, label: str = '', log=pr
     evals = _evaluate(env, pop, feedback)
     if log:
       log(f'{label}: re-weighting step {k + 1}/{k_total}')
-  final = _evaluate(env, pop, None, test=True)
+  final = _evaluate(env, pop, None, split)
   out = []
   for m in range(p):
     row = {'weights': actions[m].tolist(), 'final': final[m],
-           'scores': _final_scores(env, final[m])}
+           'scores': _final_scores(env, final[m], split)}
     if record:
       b = c.balance
       bal = [b * x[0] + (1 - b) * x[1] for x in scores_2[m]]
@@ -178,16 +201,17 @@ def drive(env: Environment, workdir: str, mixers, seeds, label: str = '', log=pr
   return out
 
 
-def _evaluate(env: Environment, pop, feedback, test: bool = False) -> list[dict]:
-  c = env.config.get('choices')
-  batches = c.test_eval_batches if test and c is not None else 0
-  if batches:  # a finished run: more held-out rows than the feedback's
-    eval_set = evaluate_lib.heldout_batches(env.domains, batches, env.config.batch_size)
-    loss_PxD = pop.heldout_loss_KxD(eval_set)
+def _evaluate(env: Environment, pop, feedback, split: str = '') -> list[dict]:
+  """Feedback metrics (split ''), or a finished run's on a split's own held-out rows and items."""
+  if split:
+    first, batches = final_rows(env.config, split)
+    loss_PxD = pop.heldout_loss_KxD(evaluate_lib.heldout_batches(
+        env.domains, batches, env.config.batch_size, skip_rows=first))
   else:
     loss_PxD = pop.heldout_loss_KxD()
   rows = [{features.loss_key(n): float(v) for n, v in zip(env.names, loss_D)} for loss_D in loss_PxD]
-  choice_set = env.test_set if test else env.feedback_set
+  test = bool(split)
+  choice_set = env.final_sets[split] if split else env.feedback_set
   if choice_set is not None:
     scorer = feedback if feedback is not None else choice_eval.make_scorer(
         pop.graphdef, choice_set, members=True)

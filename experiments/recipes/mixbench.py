@@ -77,8 +77,8 @@ def check(config, methods) -> None:
   for m in methods:
     if m not in METHODS:
       raise ValueError(f'methods: unknown {m!r} (known: {", ".join(METHODS)})')
-  for field in ('grid', 'dirichlet'):
-    validate.check_number(f'mixbench.oracle.{field}', b.oracle[field], int, 0)
+  validate.check_number('mixbench.oracle.grid', b.oracle.grid, int, 1)
+  validate.check_number('mixbench.oracle.dirichlet', b.oracle.dirichlet, int, 0)
   validate.check_number('mixbench.oracle.switch', b.oracle.switch, float, 0, 1, open_low=True)
   validate.check_number('mixbench.oracle.concentration', b.oracle.concentration, float, 0,
                         open_low=True)
@@ -89,7 +89,11 @@ def check(config, methods) -> None:
     for i, text in enumerate(_grid(grid)):
       overrides(config, text, f'mixbench.tune.{method}[{i}]')
   for name, text in b.rows.items():
-    overrides(config, text, f'mixbench.rows.{name}')
+    row = overrides(config, text, f'mixbench.rows.{name}')
+    try:
+      trajectories_lib.check(row)
+    except ValueError as e:
+      raise ValueError(f'mixbench.rows.{name}: {e}') from None
 
 
 def _grid(text: str) -> list[str]:
@@ -159,22 +163,24 @@ class Bench:
       self._env = closed_loop.environment(self.config, self.log)
     return self._env
 
-  def members(self, folder: str, specs, label: str, env=None) -> list[dict]:
-    """specs: (key, make_mixer, seed); runs them in chunks (cached in folder/chunk_NNN.json)."""
+  def members(self, folder: str, specs, label: str, env=None, split: str = 'val') -> list[dict]:
+    """specs: (key, make_mixer, seed); runs them in chunks (cached in folder/chunk_NNN.json), scored
+    on `split`: 'val' for runs that choose something (tuning seeds), 'test' for reported runs."""
     env = env or self.env
     size = self.config.trajectories.population
     rows = []
     for i in range(0, len(specs), size):
       chunk = specs[i:i + size]
       path = os.path.join(folder, f'chunk_{i // size:03d}.json')
-      keys = [key for key, _, _ in chunk]
+      keys = [f'{key}:{split}' for key, _, _ in chunk]
       saved = _read(path)
       if saved is None or saved.get('keys') != keys:
         n = -(-len(specs) // size)
         self.log(f'{label}: chunk {i // size + 1}/{n} ({len(chunk)} runs)')
         start = time.time()
         out = closed_loop.drive(env, path[:-5] + '.work', [make() for _, make, _ in chunk],
-                                [seed for _, _, seed in chunk], label=label, log=None)
+                                [seed for _, _, seed in chunk], label=label, log=None,
+                                split=split)
         self.record(label, time.time() - start)
         saved = {'keys': keys, 'rows': out}
         atomic.write_json(path, saved)
@@ -262,8 +268,8 @@ class Bench:
 
   def _agent_factory(self, agent_dir, env=None):
     env_ref = lambda: env or self.env
-    c = self.config.continual
-    return lambda: deploy.load_mixer(agent_dir, env_ref().roles, env_ref().base_feedback, c.reweights)
+    return lambda: deploy.load_mixer(agent_dir, env_ref().roles, env_ref().base_feedback,
+                                     env_ref().config.continual.reweights)
 
   def factory(self, method: str, cfg=None, tag: str = ''):
     """A function making `method`'s Mixer for one member (cfg: a tuned config, tag: its folder)."""
@@ -306,10 +312,15 @@ class Bench:
     atomic.write_json(path, {'domains': names, 'weights': weights.tolist()})
     return weights
 
+  def _key(self, method: str) -> str:
+    """A method's name in chunk keys; a given --agent_dir is part of it (another reruns)."""
+    return f'agent[{os.path.abspath(self.agent_dir)}]' if method == 'agent' and self.agent_dir else method
+
   def method(self, method: str) -> list[dict]:
     self.log(f'stage {method}: {len(self.seeds)} seeds')
-    specs = [(f'{method}@{s}', self.factory(method), s) for s in self.seeds]
-    return self.members(os.path.join(self.workdir, 'methods', method), specs, method)
+    specs = [(f'{self._key(method)}@{s}', self.factory(method), s) for s in self.seeds]
+    return self.members(os.path.join(self.workdir, 'methods', method), specs, method,
+                        split='test')
 
   def row(self, name: str) -> dict:
     """A generalization row: uniform and the agent (no retraining) in another setting."""
@@ -319,9 +330,9 @@ class Bench:
     agent = self._agent_factory(self.agent_dir_for(*self.tuned('agent')), env)
     out = {}
     for method, make in (('uniform', lambda: mixer_lib.Static(None)), ('agent', agent)):
-      specs = [(f'{method}@{s}', make, s) for s in self.seeds]
+      specs = [(f'{self._key(method)}@{s}', make, s) for s in self.seeds]
       out[method] = self.members(os.path.join(self.workdir, 'rows', name, method), specs,
-                                 f'{name}: {method}', env)
+                                 f'{name}: {method}', env, split='test')
     return out
 
 

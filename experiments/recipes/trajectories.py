@@ -62,6 +62,9 @@ def check(config):
   validate.check_number('trajectories.walk_scale', t.walk_scale, float, 0)
   for field in ('ramp_share', 'phase_share', 'anchor_share', 'baseline_share'):
     validate.check_number(f'trajectories.{field}', t.get(field, 0.0), float, 0, 1)
+  if t.get('anchor_share', 0.0) + t.get('baseline_share', 0.0) > 1:
+    raise ValueError(f'trajectories.baseline_share: anchor_share + baseline_share must be <= 1, '
+                     f'got {t.anchor_share} + {t.baseline_share}')
   if t.get('phase_share', 0.0) + t.ramp_share > 1:
     raise ValueError(f'trajectories.phase_share: phase_share + ramp_share must be <= 1, got '
                      f'{t.phase_share} + {t.ramp_share}')
@@ -126,11 +129,11 @@ def round_mixers(config, names, rng, anchors=None) -> list:
   out = []
   for m in range(t.population):
     u = rng.random()
-    if anchors is not None and len(anchors) and u < t.anchor_share:
+    if anchors is not None and len(anchors) and u < t.get('anchor_share', 0.0):
       anchor = np.asarray(anchors[rng.integers(len(anchors))], np.float64)
       sched = anchor * np.exp(rng.normal(0, t.walk_scale / 2, anchor.shape))
       schedules[m] = sched / sched.sum(-1, keepdims=True)
-    elif u > 1 - t.baseline_share:
+    elif u > 1 - t.get('baseline_share', 0.0):
       odm = registry.build(continual.with_overrides(config, {'mixer.name': 'odm'}),
                            registry.Context(names, np.full(len(names), 1.0 / len(names))))
       out.append(Noisy(odm, t.walk_scale / 2, rng.integers(2**31)))

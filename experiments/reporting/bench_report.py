@@ -58,11 +58,14 @@ def markdown(results: dict, timings: dict | None = None) -> str:
          '']
   if 'uniform' in methods and 'best_dynamic' in methods:
     p = paired(methods['best_dynamic']['balanced'], methods['uniform']['balanced'])
-    ratio = p['mean'] / p['sd'] if p['sd'] > 0 else math.inf
+    if p['sd'] > 0:
+      ratio = p['mean'] / p['sd']
+    else:  # one seed (no SD), or identical differences
+      ratio = math.inf if p['sd'] == 0 and p['mean'] > 0 else math.nan
     out += ['## Headroom', '',
             f'best dynamic ({results["oracle"]["best_dynamic"]}) − uniform: {_diff(p)}, '
             f'{ratio:.1f} standard deviations of the paired difference '
-            f'({"meets" if ratio >= 3 else "does not meet"} the 3-SD bar).']
+            f'({"meets" if ratio >= 3 else "does not meet"} the 3-SD bar; NaN: under 2 seeds).']
     if 'best_static' in methods:
       q = paired(methods['best_static']['balanced'], methods['uniform']['balanced'])
       out.append(f'best static ({results["oracle"]["best_static"]}) − uniform: {_diff(q)}.')

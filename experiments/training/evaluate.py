@@ -9,18 +9,20 @@ from mixing.data.packing import PackedDomain
 from models import decode
 
 
-def heldout_batches(domains: Sequence[PackedDomain], eval_batches: int, batch_size: int
-                    ) -> list[dict[str, np.ndarray]]:
-  """A fixed evaluation set: each domain's first eval_batches * batch_size held-out rows.
+def heldout_batches(domains: Sequence[PackedDomain], eval_batches: int, batch_size: int,
+                    skip_rows: int = 0) -> list[dict[str, np.ndarray]]:
+  """A fixed evaluation set: each domain's first eval_batches * batch_size held-out rows (after the
+  first `skip_rows`, for a set disjoint from another).
 
   Rows of all domains are concatenated and cut into batches of batch_size; the last batch is filled
   with mask-0 rows, which count for nothing.
   """
   tokens, masks, ids = [], [], []
   for d, p in enumerate(domains):
-    n = min(len(p.heldout), eval_batches * batch_size)
-    tokens.append(p.heldout.tokens_NxL1[:n])
-    masks.append(p.heldout.mask_NxL1[:n])
+    start = min(len(p.heldout), skip_rows)
+    n = min(len(p.heldout) - start, eval_batches * batch_size)
+    tokens.append(p.heldout.tokens_NxL1[start:start + n])
+    masks.append(p.heldout.mask_NxL1[start:start + n])
     ids.append(np.full(n, d, np.int32))
   tokens_NxL1 = np.concatenate(tokens).astype(np.int32)
   mask_NxL1 = np.concatenate(masks).astype(np.float32)

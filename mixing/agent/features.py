@@ -48,7 +48,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: accuracy counts in the source score too
 DOMAIN_FEATURES = ('weight', 'train_loss', 'eval_loss', 'train_change', 'eval_change', 'is_source',
                    'is_target', 'log_size_rel', 'log_size', 'accuracy_gain', 'has_accuracy')
 GLOBAL_FEATURES = ('progress', 'source_score', 'target_score', 'source_change', 'target_change')
