@@ -137,8 +137,8 @@ def drive(env: Environment, workdir: str, mixers, seeds, label: str = '', log=pr
           record: bool = False, split: str = 'test') -> list[dict]:
   """Trains one member per (mixer, seed) through the continual run; returns per member:
   `weights` (K x D, the weights of each re-weighting step), `final` (held-out loss and accuracy per
-  domain on `split`: 'val' for runs that choose something, 'test' for reported ones), `scores`
-  (source, target, balanced, on that split) and, with `record`, `trajectory` (feats_TxDxF,
+  domain on `split`: 'val' for runs that choose something, 'test' for reported ones; none for
+  split ''), `scores` (source, target, balanced, on that split) and, with `record`, `trajectory` (feats_TxDxF,
   global_TxG, actions_KxD, rewards_K for dataset.TrajectoryWriter.add)."""
   config, c = env.config, env.config.continual
   k_total, s = c.reweights, c.steps_per_reweight
@@ -184,11 +184,12 @@ def drive(env: Environment, workdir: str, mixers, seeds, label: str = '', log=pr
     evals = _evaluate(env, pop, feedback)
     if log:
       log(f'{label}: re-weighting step {k + 1}/{k_total}')
-  final = _evaluate(env, pop, None, split)
+  final = _evaluate(env, pop, None, split) if split else None  # collection needs no final score
   out = []
   for m in range(p):
-    row = {'weights': actions[m].tolist(), 'final': final[m],
-           'scores': _final_scores(env, final[m], split)}
+    row = {'weights': actions[m].tolist()}
+    if final is not None:
+      row.update(final=final[m], scores=_final_scores(env, final[m], split))
     if record:
       b = c.balance
       bal = [b * x[0] + (1 - b) * x[1] for x in scores_2[m]]

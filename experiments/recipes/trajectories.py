@@ -151,7 +151,7 @@ def collect_round(config, workdir, round_index, env, log=print, anchors=None):
   seeds = [config.seed + 1000 * (round_index + 1) + m for m in range(t.population)]
   work = os.path.join(workdir, 'rounds', f'round_{round_index:03d}.work')
   rows = closed_loop.drive(env, work, mixers, seeds, label=f'round {round_index + 1}',
-                           log=None, record=True)
+                           log=None, record=True, split='')
   writer = dataset_lib.TrajectoryWriter()
   for row in rows:
     writer.add(env.names, env.roles, **row['trajectory'])
