@@ -115,12 +115,10 @@ def environment(config, log=print) -> Environment:
   return env
 
 
-def _observation(k, s, total, tokens, sums_loss_D, sums_tokens_D, evals, weights_D):
+def _mean_loss(sums_loss_D, sums_tokens_D) -> np.ndarray:
+  """Mean training loss per domain since the last re-weighting step (NaN: not drawn)."""
   with np.errstate(invalid='ignore', divide='ignore'):
-    loss_D = np.where(sums_tokens_D > 0, sums_loss_D / sums_tokens_D, np.nan)
-  return mixer_lib.Observation(step=k * s, total_steps=total, tokens_seen=int(tokens),
-                               train_loss_D=loss_D, train_tokens_D=sums_tokens_D,
-                               eval_metrics=evals, weights_D=weights_D)
+    return np.where(sums_tokens_D > 0, sums_loss_D / sums_tokens_D, np.nan)
 
 
 def _final_scores(env: Environment, final: dict, split: str) -> dict:
@@ -163,16 +161,17 @@ def drive(env: Environment, workdir: str, mixers, seeds, label: str = '', log=pr
       for m in range(p):
         f, g, agent_states[m] = features.observation_features(
             env.space, agent_states[m], progress=k / k_total, weights_D=weights_PxD[m],
-            train_loss_D=_observation(k, s, 0, 0, sums_loss[m], sums_tokens[m], {},
-                                      weights_PxD[m]).train_loss_D, eval_metrics=evals[m])
+            train_loss_D=_mean_loss(sums_loss[m], sums_tokens[m]), eval_metrics=evals[m])
         feats[m].append(f)
         globals_[m].append(g)
         scores_2[m].append(agent_states[m].scores_2)
     if k == k_total:
       break
     for m in range(p):
-      obs = _observation(k, s, k_total * s, pop.tokens_seen, sums_loss[m], sums_tokens[m],
-                         evals[m], weights_PxD[m])
+      obs = mixer_lib.Observation(
+          step=k * s, total_steps=k_total * s, tokens_seen=int(pop.tokens_seen),
+          train_loss_D=_mean_loss(sums_loss[m], sums_tokens[m]), train_tokens_D=sums_tokens[m],
+          eval_metrics=evals[m], weights_D=weights_PxD[m])
       states[m], w = mixers[m].update(states[m], obs)
       actions[m, k] = sampler_lib.validate_weights(w, env.names, f'mixer of member {m}')
       pop.set_weights(m, actions[m, k])

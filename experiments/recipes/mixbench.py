@@ -17,7 +17,6 @@ Every stage trains its members as populations (closed_loop.drive), a chunk of at
 interrupted stage resumes at its first unfinished chunk.
 """
 
-import json
 import os
 import time
 
@@ -152,7 +151,7 @@ class Bench:
     if seconds < min_seconds:
       return
     path = os.path.join(self.workdir, 'timings.json')
-    timings = _read(path) or {}
+    timings = atomic.read_json(path) or {}
     timings[stage] = timings.get(stage, 0.0) + seconds
     atomic.write_json(path, timings)
 
@@ -173,7 +172,7 @@ class Bench:
       chunk = specs[i:i + size]
       path = os.path.join(folder, f'chunk_{i // size:03d}.json')
       keys = [f'{key}:{split}' for key, _, _ in chunk]
-      saved = _read(path)
+      saved = atomic.read_json(path)
       if saved is None or saved.get('keys') != keys:
         n = -(-len(specs) // size)
         self.log(f'{label}: chunk {i // size + 1}/{n} ({len(chunk)} runs)')
@@ -190,7 +189,7 @@ class Bench:
   # --- stages -----------------------------------------------------------------------------------------
   def oracle(self) -> dict:
     path = os.path.join(self.workdir, 'oracle', 'best.json')
-    if (saved := _read(path)) is not None:
+    if (saved := atomic.read_json(path)) is not None:
       return saved
     is_target = self.env.space.is_target_D > 0
     o, k = self.config.mixbench.oracle, self.config.continual.reweights
@@ -232,7 +231,7 @@ class Bench:
     if len(grid) == 1:
       return overrides(self.config, grid[0], f'mixbench.tune.{method}'), '00'
     path = os.path.join(self.workdir, 'tuning', f'{method}.json')
-    if (saved := _read(path)) is None:
+    if (saved := atomic.read_json(path)) is None:
       scores = {}
       for i, text in enumerate(grid):
         cfg = overrides(self.config, text, f'mixbench.tune.{method}[{i}]')
@@ -296,7 +295,7 @@ class Bench:
     """RegMix on this setting's objective: its proxies are continual runs of static Dirichlet
     mixtures from the base model, on the tuning seeds, and it regresses their balanced score."""
     path = os.path.join(self.workdir, 'offline', tag, 'regmix.json')
-    if (saved := _read(path)) is not None:
+    if (saved := atomic.read_json(path)) is not None:
       return np.array(saved['weights'])
     c, names = cfg.mixer.regmix, self.env.names
     n = c.num_proxies or 4 * len(names)
@@ -347,14 +346,6 @@ def _schedule_factory(config, schedule_KxD):
   return lambda: mixer_lib.Static(w[0], [(k * s, w[k]) for k in range(1, len(w))])
 
 
-def _read(path: str):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def run(config, workdir: str, methods, rows: bool = True, log=print, agent_dir: str = '',
         overwrite: bool = False) -> dict:
   """Every stage (reusing finished ones); returns results.json's content (see experiments/mixbench)."""
@@ -374,7 +365,7 @@ def run(config, workdir: str, methods, rows: bool = True, log=print, agent_dir: 
   best = bench.oracle()
   results['oracle'] = {k: best[k] for k in ('best_static', 'best_dynamic', 'schedules', 'scores',
                                             'tune_seeds')}
-  results['timings'] = _read(os.path.join(workdir, 'timings.json')) or {}
+  results['timings'] = atomic.read_json(os.path.join(workdir, 'timings.json')) or {}
   results['trajectories'] = config.trajectories.num
   workdir_lib.release_replaced(workdir)
   return results

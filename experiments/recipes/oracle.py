@@ -54,9 +54,9 @@ def dynamic_candidates(is_target_D, k: int, switch: float, levels=LEVELS, split_
         shares = np.where(np.arange(k) < cut, a, b)
         out[f'phases {a:.1f}->{b:.1f}'] = group(shares, is_target_D)
   third = np.arange(k) * 3 // k
-  for name, levels in (('up-down', (0.2, 0.8, 0.2)), ('down-up', (0.8, 0.2, 0.8)),
-                       ('up-up', (0.1, 0.5, 0.9)), ('down-down', (0.9, 0.5, 0.1))):
-    out[f'phases {name}'] = group(np.array(levels)[third], is_target_D)
+  for name, shape in (('up-down', (0.2, 0.8, 0.2)), ('down-up', (0.8, 0.2, 0.8)),
+                      ('up-up', (0.1, 0.5, 0.9)), ('down-down', (0.9, 0.5, 0.1))):
+    out[f'phases {name}'] = group(np.array(shape)[third], is_target_D)
   for a, b in ((0.1, 0.9), (0.9, 0.1), (0.3, 0.7), (0.7, 0.3)):
     out[f'ramp {a:.1f}->{b:.1f}'] = group(np.linspace(a, b, k), is_target_D)
   return out

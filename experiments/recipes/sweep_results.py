@@ -42,7 +42,7 @@ def gather(sweep: sweep_spec.Sweep, runs: list[sweep_spec.Run],
   """(columns, rows): a row per run with its swept values and final metrics from summary.json."""
   rows, domains, metrics = [], [], []
   for run in runs:
-    summary = sweep_spec.read_json(os.path.join(run.workdir, 'summary.json')) or {}
+    summary = atomic.read_json(os.path.join(run.workdir, 'summary.json')) or {}
     outcome = outcomes.get(run.name)
     status = outcome.status if outcome else ('done' if summary else 'missing')
     if status == 'skipped':

@@ -25,6 +25,7 @@ import time
 from typing import Callable
 
 from experiments.recipes import sweep_spec
+from experiments.training import atomic
 
 _STEP = re.compile(r'step (\d+)/(\d+)')
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -41,7 +42,7 @@ class Outcome:
 # --- run state ------------------------------------------------------------------------------------
 def finished(run: sweep_spec.Run) -> bool:
   """summary.json is at the config's steps, and the workdir holds this run's config."""
-  summary = sweep_spec.read_json(os.path.join(run.workdir, 'summary.json'))
+  summary = atomic.read_json(os.path.join(run.workdir, 'summary.json'))
   return (isinstance(summary, dict) and summary.get('step') == run.config.steps
           and not sweep_spec.config_differs(run))
 
@@ -180,7 +181,7 @@ def execute(sweep: sweep_spec.Sweep, runs: list[sweep_spec.Run], sweep_dir: str,
           f.close()
         del running[name]
         seconds = time.time() - t0
-        summary = sweep_spec.read_json(os.path.join(run.workdir, 'summary.json'))
+        summary = atomic.read_json(os.path.join(run.workdir, 'summary.json'))
         if code == 0 and isinstance(summary, dict) and summary.get('step') == run.config.steps:
           outcomes[name] = Outcome('done', seconds)
           losses = [v for k, v in (summary.get('eval') or {}).items() if k.endswith('/loss')]

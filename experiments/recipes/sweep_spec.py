@@ -330,17 +330,9 @@ def _get(config, field: str):
   return config
 
 
-def read_json(path: str):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def config_differs(run: Run) -> bool:
   """run.workdir/config.json records another config than run.config (a different experiment)."""
-  old = read_json(os.path.join(run.workdir, 'config.json'))
+  old = atomic.read_json(os.path.join(run.workdir, 'config.json'))
   if old is None:
     return False
   return bool(workdir_lib.differences(old, json.loads(run.config.to_json_best_effort())))

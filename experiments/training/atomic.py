@@ -21,3 +21,12 @@ def write_text(path: str, text: str) -> str:
 
 def write_json(path: str, obj, **dump_kwargs) -> str:
   return write_text(path, json.dumps(obj, indent=1, **dump_kwargs))
+
+
+def read_json(path: str):
+  """The JSON at path, or None if it is missing or does not parse (e.g. not written yet)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
