@@ -1,4 +1,4 @@
-"""Model presets for config files: `models.get_config('tiny' | 'quickstart' | 'm13')`.
+"""Model presets for config files: `models.get_config('tiny' | 'tiny_gqa' | 'quickstart' | 'm13')`.
 
 The section's fields and how a preset and per-field overrides combine: models/presets.py.
 """

@@ -1,52 +1,95 @@
-"""TaskPGM: a task mixture for supervised fine-tuning from an energy-based model over tasks.
+"""TaskPGM over seeds and two model families (experiments/recipes/taskpgm_seeds.py).
 
-The pool: BBH-format tasks, near-duplicates of some in another phrasing, an unrelated task (math) and a
-noise task. The evaluation suite: the BBH tasks (plus any `eval_files`), each split by a seeded split
-into a validation part (the only part any mixture may look at) and a test part (the only one reported).
+The pool: BBH-format tasks, near-duplicates of some in other phrasings, math levels and a noise
+task, of very different sizes (size_spread). The evaluation suite: the BBH tasks (plus any
+`eval_files`), each split by a seeded split into a validation part (the only part any choice looks
+at: the unary gains, the probes, hyperparameter selection) and a test part (read once, reported).
 """
 
 import ml_collections
 
 from configs import base
+from configs import models
 
-BBH = ('bbh/boolean_expressions,bbh/dyck_languages,bbh/multistep_arithmetic_two,bbh/navigate,'
-       'bbh/object_counting,bbh/tracking_shuffled_objects,bbh/web_of_lies,bbh/word_sorting')
+BBH_TASKS = ('boolean_expressions', 'date_understanding', 'dyck_languages', 'formal_fallacies',
+             'geometric_shapes', 'hyperbaton', 'logical_deduction_three_objects',
+             'multistep_arithmetic_two', 'navigate', 'object_counting', 'penguins_in_a_table',
+             'reasoning_about_colored_objects', 'temporal_sequences',
+             'tracking_shuffled_objects', 'web_of_lies', 'word_sorting')
+BBH = ','.join(f'bbh/{t}' for t in BBH_TASKS)
+REPHRASED = ('boolean_expressions', 'navigate', 'web_of_lies', 'word_sorting', 'object_counting',
+             'date_understanding', 'hyperbaton', 'temporal_sequences')
+POOL = ','.join([BBH] + [f'rephrase/bbh/{t}' for t in REPHRASED]
+                + ['variant1/bbh/navigate', 'variant1/bbh/formal_fallacies', 'math/easy',
+                   'math/medium', 'math/hard', 'noise/qa'])  # 30 tasks
 
 
-def get_config():
+def pool_100() -> str:
+  """A 100-task pool: the 16 BBH tasks, their rephrasings and 4 variants each, 3 math levels and
+  noise (`--config=configs/taskpgm.py:n100`)."""
+  return ','.join([BBH] + [f'rephrase/bbh/{t}' for t in BBH_TASKS]
+                  + [f'variant{k}/bbh/{t}' for k in range(1, 5) for t in BBH_TASKS]
+                  + ['math/easy', 'math/medium', 'math/hard', 'noise/qa'])
+
+
+def get_config(variant: str = ''):
   config = base.get_config()
-  config.taskpgm = ml_collections.ConfigDict()
-  config.taskpgm.tasks = (BBH + ',rephrase/bbh/navigate,rephrase/bbh/web_of_lies,'
-                          'rephrase/bbh/boolean_expressions,math/easy,noise/qa')  # the task pool
-  config.taskpgm.eval_tasks = BBH  # pool tasks whose evaluation items form the evaluation suite
-  config.taskpgm.eval_files = ''  # extra suites: comma-separated JSONL / BBH-JSON files
-  config.taskpgm.val_fraction = 0.5  # share of each suite's items in its validation part
-  config.taskpgm.sources = 'code/python,prose/plays'  # what the base model is pre-trained on
-  config.taskpgm.base_steps = 300  # base model pre-training steps
-  config.taskpgm.base_learning_rate = 3e-3  # base model peak learning rate
-  config.taskpgm.base_root = '/tmp/mixlab_base'  # base models are cached here, by their config
-  config.taskpgm.single_task_steps = 60  # steps of each single-task fine-tune (one population)
-  config.taskpgm.probes = 64  # P probe inputs, drawn from the validation parts
-  # u_i, each task's utility measured on the validation parts only, scaled to max |u| = 1:
-  # 'val_acc' (single-task model's exact-match gain over the base, averaged over the suites),
-  # 'val_loss' (its answer-token NLL gain, same averaging), 'size' (log10 of its training tokens).
-  config.taskpgm.unary = 'val_acc'
-  config.taskpgm.redundancy = 'jsd'  # R for mixture.json: 'jsd' (1 - JSD/ln 2) or 'pmi' (max(PMI,0))
+  config.taskpgm = t = ml_collections.ConfigDict()
+  t.tasks = POOL  # the task pool
+  t.eval_tasks = BBH  # pool tasks whose evaluation items form the evaluation suite
+  t.eval_files = ''  # extra suites: comma-separated JSONL / BBH-JSON files
+  t.val_fraction = 0.5  # share of each suite's items in its validation part
+  t.seeds = '0,1,2,3,4'  # one whole pipeline per seed (config.seed and config.data.seed)
+  t.families = 'quickstart,gqa'  # model families, each a model section in family_models
+  t.family_models = ml_collections.ConfigDict()
+  t.family_models.quickstart = models.get_config('quickstart')  # 2 layers, d_model 128, MHA
+  # 3 layers, d_model 96, 6 query heads sharing 2 key/value heads, RoPE base 5e5
+  t.family_models.gqa = models.get_config('tiny_gqa')
+  t.sources = 'code/python,prose/plays'  # what the base model is pre-trained on
+  t.base_steps = 300  # base model pre-training steps
+  t.base_learning_rate = 3e-3  # base model peak learning rate
+  t.base_root = '/tmp/mixlab_base'  # base models are cached here, by their config
+  t.single_task_steps = 40  # steps of each single-task fine-tune (one population)
+  t.probes = 64  # P probe inputs, drawn from the validation parts
+  # u_i, each task's utility measured on the validation parts only (scaled to max |u| = 1):
+  # 'val_choice' (single-task model's multiple-choice accuracy gain over the base, averaged over the
+  # suites), 'val_acc' (the same with exact match: slow, decodes every validation item per task),
+  # 'val_loss' (answer-token NLL gain), 'size' (log10 of its training tokens).
+  t.unary = 'val_choice'
+  t.unary_items = 32  # validation items per suite the unary gains and probes read (0: all)
+  t.redundancy = 'jsd'  # R: 'jsd' (1 - JSD/ln 2) or 'pmi' (max(PMI,0)); for a single run's defaults
   # Keep R's diagonal (a task is redundant with itself: R_ii = 1 for JSD, the self-PMI for PMI).
-  # False is the pairwise-only energy (sum over i != j), which concentrates on one task when every
-  # pair shares some behaviour (see mixing/taskpgm/energy.py).
-  config.taskpgm.self_redundancy = True
-  config.taskpgm.lam = 1.0  # weight of the redundancy
-  config.taskpgm.tau = 0.1  # entropy weight (tau > 0 spreads the mixture)
-  config.taskpgm.budget = 6  # tasks the discrete greedy variant may pick (its lam is lam / budget)
-  config.taskpgm.temperature = 2.0  # the temperature-sampling baseline's T
-  config.taskpgm.finetune_steps = 150  # the same fine-tuning budget for every mixture
+  # False is the pairwise-only energy (sum over i != j), reported as the 'pairwise-only' ablation.
+  t.self_redundancy = True
+  t.lam = 1.0  # weight of the redundancy (selection varies it: select.lam)
+  t.tau = 0.1  # entropy weight (tau > 0 spreads the mixture)
+  # Selection on the validation parts: every combination is a candidate mixture, fine-tuned on the
+  # same budget; the best mean validation choice accuracy is reported as `taskpgm`.
+  t.select = ml_collections.ConfigDict()
+  t.select.unary = 'val_choice,val_loss'  # unary kinds tried
+  t.select.redundancy = 'jsd,pmi'  # redundancy kinds tried
+  t.select.lam = '0.5,2.0'  # lam values tried
+  t.select.tau = '0.1'  # tau values tried
+  t.budget = 6  # tasks the discrete greedy variant may pick (its lam is lam / budget)
+  t.temperature = 2.0  # the temperature-sampling baseline's T
+  t.finetune_steps = 100  # the same fine-tuning budget for every mixture
+  t.num_options = 4  # options per multiple-choice item (answer + distractors from the suite)
+  t.em_items = 24  # test items per suite also scored by exact match (greedy decoding; 0: none)
+  # Pool sizes: task i keeps num_train / size_spread**x_i training items, x_i in [0, 1] fixed by its
+  # name (1: every task the same size).
+  t.size_spread = 20.0
 
+  config.batch_size = 8  # fine-tuning batch, in sequences
   config.data.loss_on_prompt = False  # supervised fine-tuning: only answers carry loss
-  config.data.num_train = 2000  # generated training items per task
-  config.data.num_heldout = 120  # held-out items per task (evaluation items come from these)
-  config.eval_items = 64  # evaluation items per task (split into validation and test)
-  config.domains = config.taskpgm.get_ref('tasks')
+  config.data.num_train = 2000  # generated training items per task (before size_spread)
+  config.data.num_heldout = 200  # held-out items per task (evaluation items come from these)
+  config.eval_items = 200  # evaluation items per task (split into validation and test)
+  config.domains = t.get_ref('tasks')
   config.optimizer.learning_rate = 1e-3  # fine-tuning learning rate
   config.optimizer.warmup_steps = 10  # fine-tuning warmup
+  if variant == 'n100':  # the N = 100 pool, one seed and family: potentials, solve, greedy at size
+    t.tasks = pool_100()
+    t.seeds, t.families = '0', 'quickstart'
+  elif variant:
+    raise ValueError(f'configs/taskpgm.py: unknown variant {variant!r} (known: n100)')
   return config

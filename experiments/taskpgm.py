@@ -1,4 +1,4 @@
-r"""TaskPGM end to end (stages and outputs: experiments/recipes/task_mixtures.py).
+r"""TaskPGM over model families and seeds (stages and outputs: experiments/recipes/taskpgm_seeds.py).
 
   python -m experiments.taskpgm --config=configs/taskpgm.py --workdir=W
 """
@@ -9,10 +9,11 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from experiments.recipes import task_mixtures as taskpgm_pipeline
+from experiments.recipes import taskpgm_seeds
+from experiments.reporting import taskpgm_report
 from experiments.training import cli
 from experiments.training import distributed
-from experiments.recipes import task_mixtures as taskpgm_pipeline
-from experiments.reporting import potentials_figure
 from experiments.training import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'TaskPGM config (configs/taskpgm.py).')
@@ -25,12 +26,14 @@ def main(argv):
   distributed.initialize()
   config = cli.config_with(_CONFIG.value, 'taskpgm', 'configs/taskpgm.py')
   taskpgm_pipeline.check(config)
+  taskpgm_seeds.check(config)
   workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
-  taskpgm_pipeline.run(config, _WORKDIR.value)
+  results = taskpgm_seeds.run(config, _WORKDIR.value)
   if jax.process_index() == 0:
-    potentials_figure.write_for(_WORKDIR.value)
+    taskpgm_report.write(_WORKDIR.value, results)
     with open(os.path.join(_WORKDIR.value, 'results.md')) as f:
       print(f.read())
+  workdir_lib.release_replaced(_WORKDIR.value)  # --overwrite's old run: this one is complete now
 
 
 def console():

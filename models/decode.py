@@ -3,7 +3,8 @@
 Every sequence starts at position 0 and is fed one token per step: its own prompt tokens while it has
 them (teacher forcing), then its own greedy predictions. So prompts of different lengths need no
 padding logic, and the whole decode is one `lax.scan` of single-token steps over a cache of
-num_layers x N x T x H x K keys and values.
+num_layers x N x T x G x K keys and values (G key/value heads: num_kv_heads with grouped-query
+attention, else num_heads).
 """
 
 import functools
@@ -15,21 +16,24 @@ import jax.numpy as jnp
 from models import transformer
 
 
-def _attend_step(attn: transformer.Attention, x_Nx1xD, cache_k_NxTxHxK, cache_v_NxTxHxK, pos):
+def _attend_step(attn: transformer.Attention, x_Nx1xD, cache_k_NxTxGxK, cache_v_NxTxGxK, pos):
   cfg = attn.cfg
-  qkv_Nx1x3xHxK = jnp.einsum('BLD,DTHK->BLTHK', x_Nx1xD, attn.qkv_Dx3xHxK[...].astype(cfg.dtype))
+  q_Nx1xHxK, k_Nx1xGxK, v_Nx1xGxK = attn.project(x_Nx1xD)
   positions_1 = jnp.reshape(pos, (1,))
-  q_Nx1xHxK = transformer.rope(qkv_Nx1x3xHxK[:, :, 0], cfg.rope_base, positions_1)
-  k_Nx1xHxK = transformer.rope(qkv_Nx1x3xHxK[:, :, 1], cfg.rope_base, positions_1)
-  cache_k_NxTxHxK = jax.lax.dynamic_update_slice_in_dim(cache_k_NxTxHxK, k_Nx1xHxK, pos, axis=1)
-  cache_v_NxTxHxK = jax.lax.dynamic_update_slice_in_dim(
-      cache_v_NxTxHxK, qkv_Nx1x3xHxK[:, :, 2], pos, axis=1)
-  scores_NxHxT = jnp.einsum('BHK,BTHK->BHT', q_Nx1xHxK[:, 0] * cfg.head_dim**-0.5, cache_k_NxTxHxK)
-  visible_T = jnp.arange(cache_k_NxTxHxK.shape[1]) <= pos
-  probs_NxHxT = jax.nn.softmax(jnp.where(visible_T, scores_NxHxT.astype(jnp.float32), -1e30), -1)
-  out_NxHxK = jnp.einsum('BHT,BTHK->BHK', probs_NxHxT.astype(cfg.dtype), cache_v_NxTxHxK)
-  out_NxD = jnp.einsum('BHK,HKD->BD', out_NxHxK, attn.out_HxKxD[...].astype(cfg.dtype))
-  return out_NxD[:, None], cache_k_NxTxHxK, cache_v_NxTxHxK
+  q_Nx1xHxK = transformer.rope(q_Nx1xHxK * cfg.head_dim**-0.5, cfg.rope_base, positions_1)
+  k_Nx1xGxK = transformer.rope(k_Nx1xGxK, cfg.rope_base, positions_1)
+  cache_k_NxTxGxK = jax.lax.dynamic_update_slice_in_dim(cache_k_NxTxGxK, k_Nx1xGxK, pos, axis=1)
+  cache_v_NxTxGxK = jax.lax.dynamic_update_slice_in_dim(cache_v_NxTxGxK, v_Nx1xGxK, pos, axis=1)
+  # Query head h reads kv head h // R, R = H / G (R = 1 without grouped-query attention).
+  n, _, h, k = q_Nx1xHxK.shape
+  g = cache_k_NxTxGxK.shape[2]
+  q_NxGxRxK = q_Nx1xHxK.reshape(n, g, h // g, k)
+  scores_NxGxRxT = jnp.einsum('BGRK,BTGK->BGRT', q_NxGxRxK, cache_k_NxTxGxK)
+  visible_T = jnp.arange(cache_k_NxTxGxK.shape[1]) <= pos
+  probs_NxGxRxT = jax.nn.softmax(
+      jnp.where(visible_T, scores_NxGxRxT.astype(jnp.float32), -1e30), -1)
+  out_NxGxRxK = jnp.einsum('BGRT,BTGK->BGRK', probs_NxGxRxT.astype(cfg.dtype), cache_v_NxTxGxK)
+  return attn.output(out_NxGxRxK.reshape(n, 1, h, k)), cache_k_NxTxGxK, cache_v_NxTxGxK
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'max_new'))
@@ -39,7 +43,7 @@ def greedy_decode(graphdef, params, prompt_NxP, prompt_len_N, max_new: int):
   cfg = model.cfg
   n, p = prompt_NxP.shape
   total = p + max_new
-  shape = (cfg.num_layers, n, total, cfg.num_heads, cfg.head_dim)
+  shape = (cfg.num_layers, n, total, cfg.kv_heads, cfg.head_dim)
   cache = (jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype))
 
   def step(carry, pos):

@@ -1,26 +1,27 @@
 """Model presets as config sections, and the config section -> ModelConfig function.
 
-A run's `config.model` names a preset (`tiny`, `quickstart`, `m13`; see models.transformer) and may
-override any of its fields; a field left at 0 takes the preset's value. So `--config.model.preset=m13`
-switches every field to m13's, and `--config.model.d_model=256` changes one field of whichever preset
-is chosen.
+A run's `config.model` names a preset (`tiny`, `tiny_gqa`, `quickstart`, `m13`; see
+models.transformer) and may override any of its fields; a field left at 0 takes the preset's value.
+So `--config.model.preset=m13` switches every field to m13's, and `--config.model.d_model=256`
+changes one field of whichever preset is chosen.
 """
 
 import ml_collections
 
 from models import transformer
 
-FIELDS = ('d_model', 'num_layers', 'num_heads', 'd_ff', 'rope_base')
+FIELDS = ('d_model', 'num_layers', 'num_heads', 'num_kv_heads', 'd_ff', 'rope_base')
 
 
 def get_config(preset: str = 'quickstart') -> ml_collections.ConfigDict:
   """The `model` section of a run's config: a preset, and per-field overrides (0: the preset's)."""
   check_preset(preset)
   config = ml_collections.ConfigDict()
-  config.preset = preset  # tiny | quickstart | m13: where every field left at 0 comes from
+  config.preset = preset  # tiny | tiny_gqa | quickstart | m13: where fields left at 0 come from
   config.d_model = 0  # residual width (0: the preset's)
   config.num_layers = 0  # transformer blocks (0: the preset's)
   config.num_heads = 0  # attention heads; d_model must split into heads of even size (0: preset's)
+  config.num_kv_heads = 0  # key/value heads (grouped-query attn.), divide num_heads (0: preset's)
   config.d_ff = 0  # SwiGLU hidden width (0: the preset's)
   config.rope_base = 0.0  # RoPE base frequency (0: the preset's)
   return config
@@ -44,6 +45,9 @@ def resolve(config: ml_collections.ConfigDict) -> dict:
   d, h = values['d_model'], values['num_heads']
   if d % h or (d // h) % 2:
     raise ValueError(f'model.num_heads: d_model {d} must split into {h} heads of even size')
+  g = values['num_kv_heads']  # 0 (the preset's, e.g. tiny's): num_heads, multi-head attention
+  if g and h % g:
+    raise ValueError(f'model.num_kv_heads: {g} key/value heads must divide num_heads {h}')
   return values
 
 

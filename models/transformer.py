@@ -2,8 +2,11 @@
 
 Every parameter carries logical axis names ('vocab', 'embed', 'heads', 'kv',
 'mlp') in its `out_sharding` metadata; `models.sharding` maps them onto a
-device mesh. Parameters are created unsharded (`eager_sharding=False`): the
-placement is declared once, at `jax.jit`, by the training code.
+device mesh. With grouped-query attention (`num_kv_heads` < `num_heads`) the
+key/value heads are named 'heads' too: they shard over the model axis with
+their query groups when it divides them, else they are replicated.
+Parameters are created unsharded (`eager_sharding=False`): the placement is
+declared once, at `jax.jit`, by the training code.
 
 Embeddings are untied: the input table is (vocab, embed) and the output
 projection a separate (embed, vocab) kernel. Both are padded to
@@ -31,6 +34,9 @@ class ModelConfig:
   num_layers: int = 4
   # Attention heads; head_dim = d_model // num_heads.
   num_heads: int = 4
+  # Key/value heads, shared by num_heads // num_kv_heads query heads each
+  # (grouped-query attention); 0: num_heads (multi-head attention).
+  num_kv_heads: int = 0
   # Hidden width of the SwiGLU MLP (gate and up projections each).
   d_ff: int = 1408
   # Longest sequence the model is meant for (RoPE itself has no table).
@@ -49,9 +55,25 @@ class ModelConfig:
   # Dtype the parameters are stored in.
   param_dtype: jnp.dtype = jnp.float32
 
+  def __post_init__(self):
+    g, h = self.num_kv_heads, self.num_heads
+    if g < 0 or (g and h % g):
+      raise ValueError(f'model.num_kv_heads: must divide num_heads {h} (or be '
+                       f'0 for num_heads), got {g}')
+
   @property
   def head_dim(self) -> int:
     return self.d_model // self.num_heads
+
+  @property
+  def kv_heads(self) -> int:
+    """Key/value heads: num_kv_heads, or num_heads when that is 0."""
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def grouped(self) -> bool:
+    """Grouped-query attention: fewer key/value heads than query heads."""
+    return self.kv_heads < self.num_heads
 
   @property
   def padded_vocab(self) -> int:
@@ -114,39 +136,82 @@ def rope(x_BxLxHxK, base: float, positions_L=None):
 
 
 class Attention(nnx.Module):
-  """Causal multi-head self-attention; Q, K, V stored as one fused kernel."""
+  """Causal self-attention: multi-head, or grouped-query (G < H kv heads).
+
+  Multi-head attention stores Q, K, V as one fused (D, 3, H, K) kernel;
+  grouped-query attention a (D, H, K) query kernel and a (D, 2, G, K)
+  key/value kernel, query head h attending with key/value head h // (H / G).
+  """
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    d, h, k = cfg.d_model, cfg.num_heads, cfg.head_dim
-    self.qkv_Dx3xHxK = _param(
-        rngs, _normal(d**-0.5), (d, 3, h, k), ('embed', None, 'heads', 'kv'),
-        cfg.param_dtype)
+    d, h, g, k = cfg.d_model, cfg.num_heads, cfg.kv_heads, cfg.head_dim
+    if cfg.grouped:
+      self.q_DxHxK = _param(
+          rngs, _normal(d**-0.5), (d, h, k), ('embed', 'heads', 'kv'),
+          cfg.param_dtype)
+      self.kv_Dx2xGxK = _param(
+          rngs, _normal(d**-0.5), (d, 2, g, k), ('embed', None, 'heads', 'kv'),
+          cfg.param_dtype)
+    else:
+      self.qkv_Dx3xHxK = _param(
+          rngs, _normal(d**-0.5), (d, 3, h, k), ('embed', None, 'heads', 'kv'),
+          cfg.param_dtype)
     out_std = (h * k) ** -0.5 / math.sqrt(2 * cfg.num_layers)
     self.out_HxKxD = _param(
         rngs, _normal(out_std), (h, k, d), ('heads', 'kv', 'embed'),
         cfg.param_dtype)
 
-  def __call__(self, x_BxLxD):
-    # The fused (D, 3, H, K) kernel is sliced on the (small) weight side and
-    # applied as three dots: slicing a fused (B, L, 3, H, K) activation
-    # instead makes the backward pass build a padded copy of its gradient.
-    cfg = self.cfg
-    qkv_Dx3xHxK = self.qkv_Dx3xHxK[...].astype(cfg.dtype)
-    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (
-        dense(x_BxLxD, qkv_Dx3xHxK[:, i]) for i in range(3))
-    q_BxLxHxK = rope(q_BxLxHxK * cfg.head_dim**-0.5, cfg.rope_base)
-    k_BxLxHxK = rope(k_BxLxHxK, cfg.rope_base)
-    scores_BxHxLxL = jnp.einsum('BLHK,BMHK->BHLM', q_BxLxHxK, k_BxLxHxK)
-    length = x_BxLxD.shape[1]
-    causal_LxL = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
-    scores_BxHxLxL = jnp.where(
-        causal_LxL, scores_BxHxLxL.astype(jnp.float32), -1e30)
-    probs_BxHxLxL = jax.nn.softmax(scores_BxHxLxL, axis=-1).astype(cfg.dtype)
-    out_BxLxHxK = jnp.einsum('BHLM,BMHK->BLHK', probs_BxHxLxL, v_BxLxHxK)
+  def project(self, x_BxLxD):
+    """Queries q_BxLxHxK and keys, values k/v_BxLxGxK, before RoPE.
+
+    A fused kernel is sliced on the (small) weight side and applied as
+    separate dots: slicing a fused (B, L, 3, H, K) activation instead makes
+    the backward pass build a padded copy of its gradient.
+    """
+    dtype = self.cfg.dtype
+    if self.cfg.grouped:
+      kv_Dx2xGxK = self.kv_Dx2xGxK[...].astype(dtype)
+      return (dense(x_BxLxD, self.q_DxHxK[...].astype(dtype)),
+              dense(x_BxLxD, kv_Dx2xGxK[:, 0]),
+              dense(x_BxLxD, kv_Dx2xGxK[:, 1]))
+    qkv_Dx3xHxK = self.qkv_Dx3xHxK[...].astype(dtype)
+    return tuple(dense(x_BxLxD, qkv_Dx3xHxK[:, i]) for i in range(3))
+
+  def output(self, out_BxLxHxK):
+    """Per-head attention outputs -> the residual update, x_BxLxD."""
     b, length, h, k = out_BxLxHxK.shape
-    out_HKxD = self.out_HxKxD[...].astype(cfg.dtype).reshape(h * k, -1)
+    out_HKxD = self.out_HxKxD[...].astype(self.cfg.dtype).reshape(h * k, -1)
     return dense(out_BxLxHxK.reshape(b, length, h * k), out_HKxD)
+
+  def __call__(self, x_BxLxD):
+    cfg = self.cfg
+    q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = self.project(x_BxLxD)
+    q_BxLxHxK = rope(q_BxLxHxK * cfg.head_dim**-0.5, cfg.rope_base)
+    k_BxLxGxK = rope(k_BxLxGxK, cfg.rope_base)
+    b, length, h, k = q_BxLxHxK.shape
+    causal_LxL = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
+
+    def causal_softmax(scores_xLxL):
+      scores_xLxL = jnp.where(causal_LxL, scores_xLxL.astype(jnp.float32),
+                              -1e30)
+      return jax.nn.softmax(scores_xLxL, axis=-1).astype(cfg.dtype)
+
+    if cfg.grouped:
+      # Each kv head serves a group of R = H / G consecutive query heads: a
+      # grouped einsum, no repeated copy of the keys and values.
+      g = cfg.kv_heads
+      q_BxLxGxRxK = q_BxLxHxK.reshape(b, length, g, h // g, k)
+      probs_BxGxRxLxL = causal_softmax(jnp.einsum(
+          'BLGRK,BMGK->BGRLM', q_BxLxGxRxK, k_BxLxGxK))
+      out_BxLxGxRxK = jnp.einsum('BGRLM,BMGK->BLGRK', probs_BxGxRxLxL,
+                                 v_BxLxGxK)
+      return self.output(out_BxLxGxRxK.reshape(b, length, h, k))
+    # Multi-head attention: G = H.
+    probs_BxHxLxL = causal_softmax(jnp.einsum(
+        'BLHK,BMHK->BHLM', q_BxLxHxK, k_BxLxGxK))
+    out_BxLxHxK = jnp.einsum('BHLM,BMHK->BLHK', probs_BxHxLxL, v_BxLxGxK)
+    return self.output(out_BxLxHxK)
 
 
 @jax.custom_vjp
@@ -253,15 +318,19 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   flops = 6 * N_matmul + 6 * d_model * vocab_size
           + 12 * num_layers * d_model * seq_len
 
-  where N_matmul = num_layers * (4 * d_model**2 + 3 * d_model * d_ff) are the
-  non-embedding matmul weights (fused QKV 3*d^2, output d^2, SwiGLU gate, up
-  and down 3*d*d_ff), the second term is the output projection over the real
-  (unpadded) vocabulary, and the third is QK^T and AV counted over the full
-  (non-causal) L x L score matrix. The input-embedding lookup, norms, RoPE,
-  softmax and optimizer are not counted; nor are padded vocabulary columns.
+  where N_matmul = num_layers * (2 * d_model**2 + 2 * d_model * d_kv
+  + 3 * d_model * d_ff) are the non-embedding matmul weights (Q and output
+  d^2 each; K and V d*d_kv each, d_kv = d * num_kv_heads / num_heads, = d
+  without GQA; SwiGLU gate, up and down 3*d*d_ff), the second term is the
+  output projection over the real (unpadded) vocabulary, and the third is
+  QK^T and AV counted over the full (non-causal) L x L score matrix, for
+  every query head (GQA shares keys and values, not these matmuls). The
+  input-embedding lookup, norms, RoPE, softmax and optimizer are not counted;
+  nor are padded vocabulary columns.
   """
   d, f, n = cfg.d_model, cfg.d_ff, cfg.num_layers
-  matmul_params = n * (4 * d * d + 3 * d * f)
+  d_kv = d * cfg.kv_heads // cfg.num_heads
+  matmul_params = n * (2 * d * d + 2 * d * d_kv + 3 * d * f)
   return float(6 * matmul_params + 6 * d * cfg.vocab_size
                + 12 * n * d * seq_len)
 
@@ -294,4 +363,11 @@ def m13() -> ModelConfig:
                      max_len=256)
 
 
-PRESETS = {'tiny': tiny, 'quickstart': quickstart, 'm13': m13}
+def tiny_gqa() -> ModelConfig:
+  """For unit tests, Llama-3-like: 3 layers, d_model 96, GQA 6/2, RoPE 5e5."""
+  return ModelConfig(d_model=96, num_layers=3, num_heads=6, num_kv_heads=2,
+                     d_ff=128, max_len=64, rope_base=500_000.0)
+
+
+PRESETS = {'tiny': tiny, 'tiny_gqa': tiny_gqa, 'quickstart': quickstart,
+           'm13': m13}

@@ -50,6 +50,8 @@ def get_config():
   return config
 '''
 TASKPGM_CONFIG = '''
+import ml_collections
+
 from configs import models, taskpgm
 
 def get_config():
@@ -58,8 +60,9 @@ def get_config():
   t.tasks = 'bbh/navigate,bbh/web_of_lies,bbh/boolean_expressions,rephrase/bbh/navigate,noise/qa'
   t.eval_tasks, t.base_root = 'bbh/navigate,bbh/web_of_lies', {base!r}
   t.base_steps, t.single_task_steps, t.finetune_steps = 3, 3, 3
-  t.probes, t.budget = 6, 2
-  config.model = models.get_config('tiny')
+  t.probes, t.budget, t.em_items = 6, 2, 2
+  t.seeds, t.families, t.select.lam = '0', 'tiny', '0.5,2.0'
+  t.family_models = ml_collections.ConfigDict({{'tiny': models.get_config('tiny')}})
   config.seq_len, config.batch_size, config.eval_items = 64, 8, 8
   config.data.num_train, config.data.num_heldout = 40, 12
   return config
@@ -353,15 +356,18 @@ def test_taskpgm_killed_mid_finetune_resumes_identical(box):
   args = lambda work: ['experiments.taskpgm', f'--config={box / "taskpgm.py"}', f'--workdir={work}']
   ref, work = box / 'taskpgm_ref', box / 'taskpgm'
   _run(args(ref), _env(box), ref)
-  _fault(args(work), _env(box), box / 'taskpgm_killed', lambda: (work / 'finetune').exists())
-  assert (work / 'potentials.npz').exists() and not (work / 'results.json').exists()
-  kept = _stamps(work, ['potentials.npz'])
+  run = lambda w: w / 'tiny' / 'seed_0'
+  _fault(args(work), _env(box), box / 'taskpgm_killed', lambda: (run(work) / 'ablate').exists())
+  assert (run(work) / 'select.json').exists() and not (work / 'results.json').exists()
+  kept = _stamps(work, ['tiny/seed_0/potentials.npz', 'tiny/seed_0/select.json'])
   _run(args(work), _env(box), box / 'taskpgm_rerun')
   assert _stamps(work, kept) == kept
-  for name in ('results.json', 'mixture.json', 'mixtures.json'):
+  for name in ('results.json', 'tiny/results.json', 'tiny/seed_0/scores.json',
+               'tiny/seed_0/select.json'):
     assert _json(work / name) == _json(ref / name), name
-  assert (work / 'results.md').read_text() == (ref / 'results.md').read_text()
-  with np.load(ref / 'potentials.npz') as a, np.load(work / 'potentials.npz') as b:
+  no_times = lambda p: [l for l in p.read_text().splitlines() if not l.startswith('Wall time')]
+  assert no_times(work / 'results.md') == no_times(ref / 'results.md')
+  with np.load(run(ref) / 'potentials.npz') as a, np.load(run(work) / 'potentials.npz') as b:
     for key in a.files:
       np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 

@@ -268,3 +268,14 @@ def test_bad_inputs():
     potentials.jsd_matrix(np.ones((2, 3, 4)) / 4, weights_P=np.ones(4))
   with pytest.raises(ValueError, match=r'^taskpgm\.chunk: must be an integer >= 1, got 0$'):
     potentials.jsd_matrix(np.ones((2, 3, 4)) / 4, chunk=0)
+
+
+def test_exhaustive_value_matches_enumeration_and_bounds_greedy():
+  rng = np.random.default_rng(3)
+  for n, k in ((9, 3), (12, 5)):
+    u = rng.normal(size=n)
+    r = rng.uniform(-0.2, 1, size=(n, n))
+    r = (r + r.T) / 2
+    best = greedy.exhaustive_value(u, r, 0.4, k, chunk=17)  # chunks smaller than C(n, k)
+    assert best == pytest.approx(greedy.brute_force_best(u, r, 0.4, k)[1], abs=1e-12)
+    assert greedy.greedy_select(u, r, 0.4, k)[1] <= best + 1e-12

@@ -11,7 +11,9 @@ task graph).
 
 import functools
 import json
+import math
 import os
+import time
 
 from flax import nnx
 import jax
@@ -19,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from experiments.training import atomic
+from experiments.training import choice_eval
 from experiments.recipes import continual
 from experiments.training import evaluate as evaluate_lib
 from experiments.training import population as population_lib
@@ -27,6 +30,7 @@ from experiments.training import validate
 from experiments.training import workdir as workdir_lib
 from mixing.mixers import static
 from mixing.agent import features
+from mixing.data import choices
 from mixing.data import domains as domains_lib
 from mixing.data import eval_suites
 from mixing.data import load as load_lib
@@ -36,12 +40,14 @@ from mixing.taskpgm import greedy
 from mixing.taskpgm import potentials
 
 
-UNARY = ('val_acc', 'val_loss', 'size')  # see configs/taskpgm.py
-POTENTIAL_KEYS = ('tasks', 'sizes', 'val_acc_gain', 'val_loss_gain', 'jsd', 'pmi')
+UNARY = ('val_choice', 'val_acc', 'val_loss', 'size')  # see configs/taskpgm.py
+POTENTIAL_KEYS = ('tasks', 'sizes', 'val_choice_gain', 'val_acc_gain', 'val_loss_gain', 'jsd',
+                  'pmi')
+EXHAUSTIVE_MAX_SUBSETS = 2_000_000  # greedy is compared with exhaustive search up to this many
 # domain_mixture's code version: bumped when its outputs change, so older caches are refused.
 DOMAIN_MIXTURE_VERSION = 1
-METHODS = ('uniform', 'size-proportional', 'temperature', 'unary-only', 'taskpgm-jsd',
-           'taskpgm-pmi', 'greedy')
+METHODS = ('uniform', 'size-proportional', 'temperature', 'unary-only', 'pairwise-only',
+           'taskpgm-jsd', 'taskpgm-pmi', 'greedy')
 
 
 def check_potentials(t):
@@ -96,22 +102,26 @@ def _next_token_probs(graphdef, params, tokens_BxL):
   return jax.nn.softmax(nnx.merge(graphdef, params)(tokens_BxL), axis=-1)
 
 
-def _teacher_forced(graphdef, params, items, batch: int = 32):
-  """For each item: target-token NLLs and the next-token distributions at the target positions."""
+def _teacher_forced(graphdef, params, items, max_len: int, batch: int = 32):
+  """For each item: target-token NLLs and the next-token distributions at the target positions.
+
+  Each row holds prompt + target cut from the left to max_len tokens (the training length: the
+  model never saw later positions), so every batch has one shape.
+  """
   nll, probs = [], []
   for start in range(0, len(items), batch):
     chunk = items[start:start + batch]
     seqs = [(tokenizer.encode(it.prompt, bos=True), tokenizer.encode(' ' + it.target.strip(),
                                                                       eos=True)) for it in chunk]
-    length = max(len(a) + len(b) for a, b in seqs) - 1
-    tokens = np.full((len(chunk), length), tokenizer.PAD, np.int32)
+    tokens = np.full((batch, max_len), tokenizer.PAD, np.int32)
+    starts = []
     for i, (a, b) in enumerate(seqs):
-      ids = np.concatenate([a, b])[:-1]
+      ids = np.concatenate([a, b])[:-1][-max_len:]
       tokens[i, :len(ids)] = ids
+      starts.append(len(ids) - len(b))  # the first target position
     probs_BxLxV = np.asarray(_next_token_probs(graphdef, params, tokens))
-    for i, (a, b) in enumerate(seqs):
-      positions = np.arange(len(a) - 1, len(a) + len(b) - 1)
-      p_TxV = probs_BxLxV[i, positions]
+    for i, (_, b) in enumerate(seqs):
+      p_TxV = probs_BxLxV[i, starts[i]:starts[i] + len(b)]
       probs.append(p_TxV)
       nll.append(float(-np.log(np.maximum(p_TxV[np.arange(len(b)), b], 1e-30)).mean()))
   return np.array(nll), probs
@@ -131,19 +141,43 @@ def accuracy(graphdef, params, items) -> float:
   return evaluate_lib.exact_match(graphdef, params, items, max_new)
 
 
+def choice_sets(config, suite_items) -> tuple:
+  """(validation, test) choice sets: each suite's items as multiple choice over its answers."""
+  pool = {name: [it.target for it in v + t] for name, (v, t) in suite_items.items()}
+  build = lambda part: choices.build_items(
+      [(name, [(it.prompt, it.target) for it in parts[part]], pool[name])
+       for name, parts in suite_items.items()], config.seq_len, config.data.seed,
+      config.taskpgm.num_options)
+  return build(0), build(1)
+
+
+def choice_scores_K(graphdef, params, choice_set, members: bool) -> list[dict]:
+  """Per model: suite -> choice_acc_norm (log-likelihood of the options, length-normalized)."""
+  logprob = choice_eval.make_scorer(graphdef, choice_set, members=members)(params)
+  rows = choices.metrics_K(logprob if members else logprob[None], choice_set)
+  return [{name: m[f'eval/{name}/choice_acc_norm'] for name in choice_set.names} for m in rows]
+
+
+def _needs_em(t) -> bool:
+  return 'val_acc' in (t.unary, *str(t.get('select', {}).get('unary', '')).split(','))
+
+
 def potentials_stage(config, workdir, tasks, domains, suite_items, base_params, log):
   path = os.path.join(workdir, 'potentials.npz')
+  t = config.taskpgm
   if os.path.exists(path):
     with np.load(path) as z:
-      if set(POTENTIAL_KEYS) <= set(z.files):
+      if set(POTENTIAL_KEYS) <= set(z.files) and not (
+          _needs_em(t) and np.isnan(z['val_acc_gain']).any()):
         return {k: z[k] for k in z.files}
-  t = config.taskpgm
   cfg = ml_collections.ConfigDict(config.to_dict())
   cfg.steps = cfg.checkpoint_every = t.single_task_steps
   pop = population_lib.Population(cfg, os.path.join(workdir, 'single_task'), np.eye(len(tasks)),
                                   domains=domains, init_params=base_params, quiet=False,
                                   label=f'{len(tasks)} single-task fine-tunes')
   pop.run()
+  if t.get('unary_items', 0):  # the gains and probes read the first unary_items of each val part
+    suite_items = {n: (v[:t.unary_items], test) for n, (v, test) in suite_items.items()}
   val = [(name, it) for name, (v, _) in suite_items.items() for it in v]
   rng = np.random.default_rng(config.data.seed)
   probe_ids = sorted(rng.choice(len(val), min(t.probes, len(val)), replace=False).tolist())
@@ -152,66 +186,103 @@ def potentials_stage(config, workdir, tasks, domains, suite_items, base_params, 
       for s in suite_items])
   val_acc = lambda params: np.array([accuracy(pop.graphdef, params, v)
                                      for v, _ in suite_items.values()])
-  base_nll, _ = _teacher_forced(pop.graphdef, base_params, [it for _, it in val])
-  base_acc = val_acc(base_params)
+  val_set, _ = choice_sets(config, suite_items)
+  mean_choice = lambda rows: np.array([np.mean(list(r.values())) for r in rows])
+  base_choice = mean_choice(choice_scores_K(pop.graphdef, base_params, val_set, False))[0]
+  choice_gain = mean_choice(choice_scores_K(pop.graphdef, pop.state.params, val_set, True))
+  base_nll, _ = _teacher_forced(pop.graphdef, base_params, [it for _, it in val], config.seq_len)
+  base_acc = val_acc(base_params) if _needs_em(t) else None
   loss_gain, acc_gain, probs = [], [], []
   for k in range(len(tasks)):
-    nll, p = _teacher_forced(pop.graphdef, pop.params(k), [it for _, it in val])
+    params = pop.params(k)
+    nll, p = _teacher_forced(pop.graphdef, params, [it for _, it in val], config.seq_len)
     loss_gain.append(gain_per_suite(base_nll, nll))
-    acc_gain.append(float(np.mean(val_acc(pop.params(k)) - base_acc)))
+    acc_gain.append(float(np.mean(val_acc(params) - base_acc)) if _needs_em(t) else np.nan)
     probs.append(np.concatenate([p[i] for i in probe_ids]))
-    log(f'single-task model {tasks[k]}: validation accuracy gain {acc_gain[-1]:+.4f}, '
-        f'NLL gain {loss_gain[-1]:+.4f}')
+    log(f'single-task model {tasks[k]}: validation choice accuracy gain '
+        f'{choice_gain[k] - base_choice:+.4f}, NLL gain {loss_gain[-1]:+.4f}')
   # Every probe counts the same, however many target positions it has.
   weights_P = np.concatenate([np.full(len(p[i]), 1.0 / len(p[i])) for i in probe_ids])
   probs_NxPxV = np.stack(probs).astype(np.float32)
   sizes = np.array([d.train.num_tokens for d in domains], np.float64)
-  gains = {'val_acc': np.array(acc_gain), 'val_loss': np.array(loss_gain), 'size': np.log10(sizes)}
-  out = {'tasks': np.array(tasks), 'unary': gains[t.unary], 'sizes': sizes,
-         'val_acc_gain': gains['val_acc'], 'val_loss_gain': gains['val_loss'],
+  out = {'tasks': np.array(tasks), 'sizes': sizes, 'val_acc_gain': np.array(acc_gain),
+         'val_choice_gain': choice_gain - base_choice, 'val_loss_gain': np.array(loss_gain),
          'jsd': potentials.jsd_matrix(probs_NxPxV, weights_P),
          'pmi': potentials.pmi_matrix(probs_NxPxV, weights_P)}
+  out['unary'] = gains(out)[t.unary]
   _write_npz(path, out)
   return out
 
 
+def gains(pots) -> dict:
+  """unary kind -> each task's raw utility (see configs/taskpgm.py)."""
+  return {'val_choice': pots['val_choice_gain'], 'val_acc': pots['val_acc_gain'],
+          'val_loss': pots['val_loss_gain'], 'size': np.log10(pots['sizes'])}
+
+
 def unary(config, pots) -> np.ndarray:
   """The configured utility, scaled to max |u| = 1 so lam and tau mean the same for any unary."""
-  u = {'val_acc': pots['val_acc_gain'], 'val_loss': pots['val_loss_gain'],
-       'size': np.log10(pots['sizes'])}[config.taskpgm.unary]
-  return _unit_scale(u)
+  return _unit_scale(gains(pots)[config.taskpgm.unary])
 
 
 def _unit_scale(u_N):
   return u_N / max(np.abs(u_N).max(), 1e-12)
 
 
-def mixtures(config, pots) -> tuple[dict, dict]:
-  """Every method's mixture over the pool, and the discrete variant's report."""
+def hyperparameters(t) -> dict:
+  """The energy's hyperparameters a `taskpgm` section sets (what selection varies)."""
+  return {'redundancy': t.redundancy, 'lam': float(t.lam), 'tau': float(t.tau), 'unary': t.unary}
+
+
+def mixtures(config, pots, hp: dict | None = None, timings: dict | None = None,
+             exhaustive: bool = False) -> tuple[dict, dict]:
+  """Every method's mixture over the pool at hyperparameters `hp` (default: config.taskpgm's),
+  and the discrete variant's report (with exhaustive search's optimum if asked, where C(N, budget)
+  is at most EXHAUSTIVE_MAX_SUBSETS); `timings` (if given) gets each part's wall time in seconds."""
   t = config.taskpgm
+  hp = dict(hyperparameters(t), **(hp or {}))
   tasks = [str(x) for x in pots['tasks']]
-  u = unary(config, pots)
-  r = {kind: energy.redundancy(kind, jsd_NxN=pots['jsd'], pmi_NxN=pots['pmi'],
-                               self_term=t.self_redundancy) for kind in ('jsd', 'pmi')}
-  solve = lambda lam, kind: energy.mirror_descent(u, r[kind], lam, t.tau)[0]
-  # The set function's lam is lam / budget: for a uniform mixture over k tasks the energy weighs a
-  # pair by lam / k^2 against u_i / k, which is F(S) scaled by 1 / k with lam / k per pair.
-  set_lam = t.lam / t.budget
-  subset, value = greedy.greedy_select(u, r[t.redundancy], set_lam, t.budget)
-  if not subset:  # no task has a positive gain; a mixture still needs one: the most useful
-    subset = [int(np.argmax(u))]
-    value = greedy.value(subset, u, r[t.redundancy], set_lam)
-  ratio = greedy.submodularity_ratio(u, r[t.redundancy], set_lam, t.budget)
+  timings = {} if timings is None else timings
+  clock = [time.perf_counter()]
+
+  def lap(name):
+    now = time.perf_counter()
+    timings[name] = timings.get(name, 0.0) + now - clock[0]
+    clock[0] = now
+
+  u = _unit_scale(gains(pots)[hp['unary']])
+  r = {(kind, own): energy.redundancy(kind, jsd_NxN=pots['jsd'], pmi_NxN=pots['pmi'],
+                                      self_term=own)
+       for kind in ('jsd', 'pmi') for own in (True, False)}
+  solve = lambda lam, kind, own=t.self_redundancy: energy.mirror_descent(
+      u, r[kind, own], lam, hp['tau'])[0]
   out = {
       'uniform': np.full(len(tasks), 1.0 / len(tasks)),
       'size-proportional': static.temperature_weights(pots['sizes'], 1.0),
       'temperature': static.temperature_weights(pots['sizes'], t.temperature),
-      'unary-only': solve(0.0, t.redundancy),
-      'taskpgm-jsd': solve(t.lam, 'jsd'),
-      'taskpgm-pmi': solve(t.lam, 'pmi'),
-      'greedy': greedy.resolve_mixture(u, r[t.redundancy], t.lam, t.tau, subset),
+      'unary-only': solve(0.0, hp['redundancy']),
+      'pairwise-only': solve(hp['lam'], hp['redundancy'], False),
+      'taskpgm-jsd': solve(hp['lam'], 'jsd'),
+      'taskpgm-pmi': solve(hp['lam'], 'pmi'),
   }
+  lap('solve')
+  # The set function's lam is lam / budget: for a uniform mixture over k tasks the energy weighs a
+  # pair by lam / k^2 against u_i / k, which is F(S) scaled by 1 / k with lam / k per pair.
+  set_lam = hp['lam'] / t.budget
+  r_set = r[hp['redundancy'], False]  # F(S) reads R off its diagonal only
+  subset, value = greedy.greedy_select(u, r_set, set_lam, t.budget)
+  if not subset:  # no task has a positive gain; a mixture still needs one: the most useful
+    subset = [int(np.argmax(u))]
+    value = greedy.value(subset, u, r_set, set_lam)
+  out['greedy'] = greedy.resolve_mixture(u, r[hp['redundancy'], t.self_redundancy], hp['lam'],
+                                         hp['tau'], subset)
+  lap('greedy')
+  ratio = greedy.submodularity_ratio(u, r_set, set_lam, t.budget)
+  lap('gamma')
   discrete = {'selected': [tasks[i] for i in subset], 'value': value, 'set_lam': set_lam, **ratio}
+  if exhaustive and math.comb(len(tasks), t.budget) <= EXHAUSTIVE_MAX_SUBSETS:
+    discrete['exhaustive_value'] = greedy.exhaustive_value(u, r_set, set_lam, t.budget)
+    lap('exhaustive')
   return {m: dict(zip(tasks, map(float, w))) for m, w in out.items()}, discrete
 
 
@@ -222,67 +293,6 @@ def guarantee_text(discrete: dict) -> str:
     return text
   return (text + ', which does not apply here: F is not monotone within the budget, so greedy '
           'stopped at the last positive marginal gain')
-
-
-def finetune_stage(config, workdir, tasks, domains, mixes, suite_items, base_params, log):
-  path = os.path.join(workdir, 'results.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
-  t = config.taskpgm
-  cfg = ml_collections.ConfigDict(config.to_dict())
-  cfg.steps = cfg.checkpoint_every = t.finetune_steps
-  weights = np.array([[mixes[m][name] for name in tasks] for m in METHODS])
-  pop = population_lib.Population(cfg, os.path.join(workdir, 'finetune'), weights,
-                                  [config.seed] * len(METHODS), domains=domains,
-                                  init_params=base_params, quiet=False,
-                                  label=f'{len(METHODS)} mixtures, same budget')
-  pop.run()
-  results = {}
-  for k, method in enumerate(('base',) + METHODS):
-    params = base_params if method == 'base' else pop.params(k - 1)
-    results[method] = {}
-    for name, (_, test) in suite_items.items():
-      results[method][name] = accuracy(pop.graphdef, params, test)
-    results[method]['average'] = float(np.mean(list(results[method].values())))
-    log(f'{method}: average test accuracy {results[method]["average"]:.4f}')
-  _write_json(path, results)
-  return results
-
-
-def results_table(results: dict) -> str:
-  suites_ = [k for k in next(iter(results.values())) if k != 'average']
-  best = {s: max(r[s] for m, r in results.items() if m != 'base') for s in suites_ + ['average']}
-  lines = ['| method | ' + ' | '.join(s.split('/')[-1] for s in suites_) + ' | average |',
-           '|---|' + '---:|' * (len(suites_) + 1)]
-  for method, r in results.items():
-    cells = [f'**{r[s]:.3f}**' if method != 'base' and r[s] == best[s] else f'{r[s]:.3f}'
-             for s in suites_ + ['average']]
-    lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
-
-
-def run(config, workdir: str, log=print) -> dict:
-  tasks, evals, file_suites = check(config)
-  os.makedirs(workdir, exist_ok=True)
-  _, _, domains = runtime.load_run_domains(config)
-  suite_items = suites(config, domains, evals, file_suites)
-  base_params = continual.base_params(config, spec=config.taskpgm)
-  pots = potentials_stage(config, workdir, tasks, domains, suite_items, base_params, log)
-  pots = dict(pots, unary=unary(config, pots))  # the configured utility, whatever was cached
-  mixes, discrete = mixtures(config, pots)
-  main_method = f'taskpgm-{config.taskpgm.redundancy}'
-  _write_json(os.path.join(workdir, 'mixtures.json'), {'mixtures': mixes, 'discrete': discrete})
-  _write_json(os.path.join(workdir, 'mixture.json'), mixes[main_method])
-  log(f'greedy picked {discrete["selected"]}: {guarantee_text(discrete)}')
-  results = finetune_stage(config, workdir, tasks, domains, mixes, suite_items, base_params, log)
-  text = (f'# TaskPGM: test exact-match accuracy, same fine-tuning budget '
-          f'({config.taskpgm.finetune_steps} steps)\n\n{results_table(results)}\n\n'
-          f'Discrete variant: {discrete["selected"]}; {guarantee_text(discrete)}.\n')
-  runtime.on_process_0('write results.md', atomic.write_text,
-                       os.path.join(workdir, 'results.md'), text)
-  workdir_lib.release_replaced(workdir)  # --overwrite's old run: this one is complete now
-  return results
 
 
 def domain_mixture_config(config):

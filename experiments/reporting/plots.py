@@ -16,6 +16,7 @@ from experiments.training import atomic
 from experiments.training import metrics as metrics_lib
 from experiments.reporting.figures import plt as _plt
 from experiments.reporting.figures import save as _save
+from experiments.reporting import taskpgm_report
 from experiments.reporting.potentials_figure import potentials_heatmap
 from experiments.reporting.potentials_figure import short as _short
 
@@ -331,6 +332,9 @@ def report_dir(path: str, out_dir: str | None = None, source=None, target=None) 
     raise ValueError(f'{"target" if target is None else "source"}: give both --source and '
                      '--target (domain groups), got only one')
   files = lambda name: os.path.join(path, name)
+  bench = _load_json(files('results.json'))
+  if isinstance(bench, dict) and 'families' in bench:  # TaskPGM over families and seeds
+    return taskpgm_report.write(path, bench, out_dir)
   runs, scores, results = discover_runs(path), _load_json(files('scores.json')), None
   pots = _load_npz(files('potentials.npz'))
   if pots is not None or os.path.exists(files('mixtures.json')):  # a TaskPGM workdir

@@ -2,19 +2,39 @@
 
 import math
 import os
+import re
 
 import numpy as np
+from scipy.cluster import hierarchy
+from scipy.spatial import distance
 
 from experiments.reporting import figures
 
 
 def short(task: str) -> str:
-  return str(task).replace('rephrase/bbh/', 'reph/').replace('bbh/', '')
+  task = str(task).replace('rephrase/bbh/', 'reph/')
+  return re.sub(r'^variant(\d+)/bbh/', r'v\1/', task).replace('bbh/', '')
+
+
+def cluster_order(jsd_NxN) -> np.ndarray:
+  """Tasks in the leaf order of average-linkage clustering on JSD, so clusters read as blocks."""
+  d = np.asarray(jsd_NxN, np.float64)
+  if len(d) < 3:
+    return np.arange(len(d))
+  d = np.clip((d + d.T) / 2, 0, None)
+  np.fill_diagonal(d, 0)
+  link = hierarchy.linkage(distance.squareform(d, checks=False), 'average')
+  return hierarchy.leaves_list(hierarchy.optimal_leaf_ordering(link, distance.squareform(
+      d, checks=False)))
 
 
 def potentials_heatmap(pots, out_prefix: str) -> list[str]:
   """TaskPGM's pairwise potentials (JSD, PMI) as heatmaps with task names, and the unary utility as
-  bars on the same rows, so a task's row reads across those panels; then the task graph."""
+  bars on the same rows, so a task's row reads across those panels; then the task graph. Tasks are
+  ordered by clustering their JSD (cluster_order)."""
+  order = cluster_order(pots['jsd'])
+  pots = {k: (np.asarray(pots[k])[order][:, order] if k in ('jsd', 'pmi') else
+              np.asarray(pots[k])[order]) for k in ('tasks', 'unary', 'jsd', 'pmi')}
   tasks, n = [short(t) for t in pots['tasks']], len(pots['tasks'])
   side = max(2.5, 0.32 * n)  # inches per heatmap; the rest is tick labels, colorbars, titles
   fig, axes = figures.plt().subplots(1, 4, figsize=(3.45 * side + 4.2, side + 2.4),

@@ -14,7 +14,8 @@ def make_mesh(config) -> jax.sharding.Mesh:
   return sharding_lib.make_mesh(*validate.mesh_shape(config))
 
 
-def load_run_domains(config):
+def load_run_domains(config, train_docs=None):
+  """(names, weights, packed domains) of config.domains; train_docs: name -> documents kept."""
   names, weights = load_lib.parse_mixture(config.domains)
   files = {name: load_lib.FileDomainSpec(**spec.to_dict())
            for name, spec in config.domain_files.items()}
@@ -23,7 +24,7 @@ def load_run_domains(config):
                                     num_eval=max(config.eval_items, 1),
                                     chunk_chars=config.data.chunk_chars)
   packed = load_lib.load_domains(names, config.seq_len, config.data.seed, files, config.data.dir, opts,
-                                 config.data.loss_on_prompt)
+                                 config.data.loss_on_prompt, train_docs)
   return names, weights, packed
 
 

@@ -37,8 +37,9 @@ from experiments.training import atomic
 CONFIG_FILE = 'config.json'
 LOCK_FILE = '.lock'
 # Fields that may change between a run and its resumption without making it another experiment.
+# taskpgm.seeds / families: each (family, seed) is its own complete run, so more of them extend one.
 RESUMABLE = frozenset({'steps', 'log_every', 'progress_seconds', 'checkpoint_every',
-                       'keep_checkpoints', 'eval_every'})
+                       'keep_checkpoints', 'eval_every', 'taskpgm.seeds', 'taskpgm.families'})
 _MESSAGE_BYTES = 1024  # process 0's error, as sent to the other processes
 _held: dict[str, 'Lock'] = {}  # os.path.realpath(workdir) -> this process's lock on it
 _guard = threading.RLock()
@@ -59,7 +60,7 @@ def differences(old: dict, new: dict) -> list[str]:
   """Dotted fields whose values differ, ignoring RESUMABLE ones."""
   a, b = flatten(old), flatten(new)
   return sorted(k for k in a.keys() | b.keys()
-                if k.split('.')[0] not in RESUMABLE and a.get(k) != b.get(k))
+                if k.split('.')[0] not in RESUMABLE and k not in RESUMABLE and a.get(k) != b.get(k))
 
 
 # --- ownership ------------------------------------------------------------------------------------

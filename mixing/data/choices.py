@@ -192,12 +192,47 @@ def build(domains: Sequence[domains_lib.Domain], num_items: int, seq_len: int, s
   _check('option_bytes', option_bytes, 1 <= option_bytes < seq_len)
   _check('skip', skip, skip >= 0)
   _check('cuts_per_doc', cuts_per_doc, cuts_per_doc >= 1)
+  return _rows(names, [_domain_items(domain, num_items, skip, seed, num_options, min_options,
+                                     option_bytes, cuts_per_doc) for domain in domains], seq_len)
+
+
+def build_items(suites: Sequence[tuple[str, Sequence[tuple[str, str]], Sequence[str]]],
+                seq_len: int, seed: int, num_options: int = 4) -> ChoiceSet:
+  """Multiple-choice items from evaluation items: `suites` is [(name, [(prompt, answer)], pool)].
+
+  Each item's options are its answer and up to num_options - 1 distinct distractors drawn from
+  `pool` (e.g. every answer of the suite: a label set such as Yes/No gives 2 options), seeded by
+  (seed, name, item index). Options are scored as the model reads an answer after its prompt:
+  ' ' + answer.
+  """
+  names = tuple(name for name, _, _ in suites)
+  _check('suites', names, bool(names) and len(set(names)) == len(names))
+  _check('num_options', num_options, num_options >= 2)
+  _check('seq_len', seq_len, seq_len >= 2)
+  per_suite = []
+  for name, items, pool in suites:
+    distinct = sorted({a.strip() for a in pool})
+    name_key = zlib.crc32(name.encode())
+    out = []
+    for index, (prompt, answer) in enumerate(items):
+      rng = np.random.default_rng([seed, name_key, index])
+      others = [o for o in distinct if o != answer.strip()]
+      picked = [others[i] for i in rng.permutation(len(others))[:num_options - 1]]
+      if picked:
+        out.append((prompt, [' ' + answer.strip()] + [' ' + o for o in picked]))
+    if not out:
+      raise ValueError(f'choices: suite {name!r} has no item with a distractor in its pool')
+    per_suite.append(out)
+  return _rows(names, per_suite, seq_len)
+
+
+def _rows(names, items_per_domain, seq_len: int) -> ChoiceSet:
+  """The ChoiceSet of [(context, [correct option, distractors...])] per domain."""
   row = seq_len + 1
   tokens, masks, domain_n, item_n, option_n, bytes_n = [], [], [], [], [], []
   item = 0
-  for d, domain in enumerate(domains):
-    for context, options in _domain_items(domain, num_items, skip, seed, num_options, min_options,
-                                          option_bytes, cuts_per_doc):
+  for d, items in enumerate(items_per_domain):
+    for context, options in items:
       option_ids = [tokenizer.encode(o) for o in options]
       context_ids = tokenizer.encode(context, bos=True)[-(row - max(map(len, option_ids))):]
       for o, ids in enumerate(option_ids):

@@ -8,6 +8,7 @@ downloaded:
   math/<level>       generated GSM8K-format word problems (easy, medium, hard), with evaluation items
   bbh/<task>         generated BIG-Bench-Hard-format tasks, with evaluation items
   rephrase/bbh/<t>   the same BBH task's items in another phrasing (a near-duplicate task)
+  variant<k>/bbh/<t> the same items under prompt template k = 1..4 (see builtin/bbh_variants.py)
   noise/qa           random questions with random answers (a task with nothing to learn)
   synthetic/<kind>   toy domains for tests: noise (random letters), easy (a repeated letter), markov
                      (a fixed two-successor letter chain: learnable, more slowly), copy (random
@@ -24,7 +25,7 @@ import re
 import sysconfig
 from typing import Callable, Sequence
 
-from mixing.data.builtin import bbh_tasks, math_problems
+from mixing.data.builtin import bbh_tasks, bbh_variants, math_problems
 from mixing.data.files import chunk_text
 
 # Prompt formats: training documents are `prompt + completion`; evaluation decodes from `prompt`.
@@ -172,28 +173,12 @@ def _bbh(name, seed, opts):
   return _qa_domain(name, functools.partial(bbh_tasks.generate, task), seed, opts, BBH_PROMPT, 48)
 
 
-# rephrase/bbh/<task>: the same task's items in another phrasing, a near-duplicate for TaskPGM's pool.
-REPHRASE_PROMPT = 'Input: {input}\nOutput:'
-_REPHRASINGS = {
-    'boolean_expressions': [(' is', ' evaluates to')],
-    'navigate': [('If you follow these instructions, do you return to the starting point?',
-                  'After these moves, are you back where you started?')],
-    'web_of_lies': [('Question: ', 'Puzzle: '), ('Does', 'Is it true that'),
-                    ('tell the truth?', 'tells the truth?')],
-    'word_sorting': [('Sort the following words alphabetically: List:',
-                      'Put these words in alphabetical order:')],
-    'object_counting': [('How many', 'Count how many')],
-}
-
-
-def _rephrase(name, seed, opts):
-  task = name.split('/', 2)[2]
-  def reword(text):
-    for old, new in _REPHRASINGS[task]:
-      text = text.replace(old, new)
-    return text
-  return _qa_domain(name, functools.partial(bbh_tasks.generate, task), seed, opts, REPHRASE_PROMPT,
-                    48, reword)
+def _bbh_variant(name, seed, opts):
+  """rephrase/bbh/<task> and variant<k>/bbh/<task>: bbh/<task>'s items, phrased otherwise."""
+  task, prompt, reworded = bbh_variants.parse(name)
+  reword = functools.partial(bbh_variants.reword, task) if reworded else (lambda t: t)
+  return _qa_domain(name, functools.partial(bbh_tasks.generate, task), seed, opts, prompt, 48,
+                    reword)
 
 
 def _noise_items(gen_seed, n):
@@ -245,7 +230,7 @@ def builtin_names() -> list[str]:
   return (['code/python', 'prose/plays', 'prose/poems']
           + [f'math/{level}' for level in math_problems.LEVELS]
           + [f'bbh/{task}' for task in bbh_tasks.TASKS]
-          + [f'rephrase/bbh/{task}' for task in _REPHRASINGS]
+          + bbh_variants.names()
           + ['noise/qa'] + [f'synthetic/{kind}' for kind in SYNTHETIC])
 
 
@@ -265,11 +250,12 @@ def _factory(name: str) -> Callable[..., Domain]:
     return _bbh
   if name.startswith('synthetic/') and name[10:] in SYNTHETIC:
     return _synthetic
-  if name.startswith('rephrase/bbh/') and name[13:] in _REPHRASINGS:
-    return _rephrase
+  if bbh_variants.parse(name):
+    return _bbh_variant
   if name == 'noise/qa':
     return _noise_qa
-  raise ValueError(f"domains: unknown domain {name!r} (built-in: {', '.join(builtin_names())}; "
+  known = [n for n in builtin_names() if not bbh_variants.parse(n)] + [bbh_variants.PATTERN]
+  raise ValueError(f"domains: unknown domain {name!r} (built-in: {', '.join(known)}; "
                    'or give it a file in config.domain_files)')
 
 

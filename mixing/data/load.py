@@ -65,9 +65,13 @@ def file_domain(name: str, spec: FileDomainSpec, data_dir: str, seed: int,
 def load_domains(names: Sequence[str], seq_len: int, seed: int = 0,
                  files: Mapping[str, FileDomainSpec] | None = None, data_dir: str = '',
                  opts: domains_lib.BuiltinOptions = domains_lib.BuiltinOptions(),
-                 loss_on_prompt: bool = True) -> list[packing.PackedDomain]:
-  """Builds and packs each named domain: a file domain if `files` names it, else a built-in one."""
-  files = files or {}
+                 loss_on_prompt: bool = True, train_docs: Mapping[str, int] | None = None
+                 ) -> list[packing.PackedDomain]:
+  """Builds and packs each named domain: a file domain if `files` names it, else a built-in one.
+
+  train_docs: name -> how many of its training documents to keep (the first ones; default all).
+  """
+  files, train_docs = files or {}, train_docs or {}
   out = []
   for name in names:
     if name in files:
@@ -75,5 +79,7 @@ def load_domains(names: Sequence[str], seq_len: int, seed: int = 0,
       domains_lib.check_not_empty(domain)
     else:
       domain = domains_lib.builtin_domain(name, seed, opts)
+    if name in train_docs:
+      domain = dataclasses.replace(domain, train=domain.train[:max(int(train_docs[name]), 1)])
     out.append(packing.pack_domain(domain, seq_len, loss_on_prompt))
   return out

@@ -93,6 +93,23 @@ def brute_force_best(u_N, R_NxN, lam: float, budget, costs_N=None, max_n: int = 
   return best, best_value
 
 
+def exhaustive_value(u_N, R_NxN, lam: float, budget: int, chunk: int = 200_000) -> float:
+  """max F(S) over every |S| <= budget (F(empty) = 0), vectorized over chunks of subsets: for
+  comparing greedy with the optimum where C(N, budget) is in the millions."""
+  u, r = energy.check_problem(u_N, R_NxN, lam, zero_diagonal=True)
+  k, _, _ = _check_budget(budget, None, u.size)
+  best = 0.0
+  for size in range(1, k + 1):
+    combos = itertools.combinations(range(u.size), size)
+    while True:
+      s_MxK = np.fromiter(itertools.islice(combos, chunk), dtype=(np.int64, size)).reshape(-1, size)
+      if not len(s_MxK):
+        break
+      f_M = u[s_MxK].sum(1) - lam * r[s_MxK[:, :, None], s_MxK[:, None, :]].sum((1, 2))
+      best = max(best, float(f_M.max()))
+  return best
+
+
 def _all_subsets(u, r, lam):
   """bits_MxN of every subset (mask m has task i iff bit i), F_M and gains_MxN = F(L + x) - F(L)."""
   n = u.size

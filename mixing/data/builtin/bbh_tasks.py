@@ -3,13 +3,16 @@
 Each item is {'input': str, 'target': str} phrased exactly like the examples of the BBH repo's
 `bbh/<task>.json` (`tracking_shuffled_objects` follows `tracking_shuffled_objects_three_objects`).
 Targets are computed from the generated structure, never sampled. Yes/No and True/False targets
-are balanced by drawing the wanted answer first.
+are balanced by drawing the wanted answer first. This module defines `TASKS`: its own eight
+generators and those of `bbh_more` and `bbh_reasoning` (which follow the same contract).
 
 Item `i` is drawn from its own RNG seeded with `f"bbh/{task}:{seed}:{i}"`, so the output is
 deterministic and `generate(task, seed, n)[:k] == generate(task, seed, k)`.
 """
 
 import random
+
+from mixing.data.builtin import bbh_more, bbh_reasoning
 
 _WORDS = tuple("""
 able about above accept account across action active actor address admit adult advice afraid
@@ -295,10 +298,9 @@ def _tracking_shuffled_objects(rng):
   who = rng.randrange(3)
   start = ', '.join(hold.format(n, i) for n, i in zip(names[:2], items[:2]))
   start += ', and ' + hold.format(names[2], items[2])
-  options = '\n'.join(f'({chr(65 + j)}) {option.format(i)}' for j, i in enumerate(items))
   text = (f"Alice, Bob, and Claire {intro} {start}.\n{transition} {' '.join(swaps)}"
-          f' {end.format(names[who])}\nOptions:\n{options}')
-  return text, f'({chr(65 + holding[who])})'
+          f' {end.format(names[who])}\n' + bbh_more.options(option.format(i) for i in items))
+  return text, bbh_more.letter(holding[who])
 
 
 def _web_of_lies(rng):
@@ -327,6 +329,7 @@ _GENERATORS = {
     'web_of_lies': _web_of_lies,
     'word_sorting': _word_sorting,
 }
+_GENERATORS.update(sorted({**bbh_more.GENERATORS, **bbh_reasoning.GENERATORS}.items()))
 TASKS = tuple(_GENERATORS)
 
 
