@@ -19,6 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every = 10  # steps between metrics lines (metrics.jsonl, TensorBoard)
   config.progress_seconds = 5.0  # seconds between progress lines on stdout
   config.init_from = ''  # a run's workdir whose latest model initializes this one ('': random init)
+  # 'bytes' (UTF-8 bytes + BOS/EOS/PAD, vocabulary 259), a Hugging Face tokenizer.json (or a folder
+  # holding one) or a SentencePiece .model; the model's vocabulary follows it. `python -m
+  # experiments.tokenizer train` makes a BPE one from domains.
+  config.tokenizer = 'bytes'
 
   # The mixture: 'name[:weight],...'. Built-in names: see mixing/data/domains.py; a name listed in
   # `domain_files` is read from that file instead. The weights are the static mixer's.

@@ -51,6 +51,7 @@ def resolve(config: ml_collections.ConfigDict) -> dict:
   return values
 
 
-def model_config(config: ml_collections.ConfigDict, seq_len: int) -> transformer.ModelConfig:
-  """The ModelConfig a run's `config.model` describes."""
-  return transformer.ModelConfig(max_len=seq_len, **resolve(config))
+def model_config(config: ml_collections.ConfigDict, seq_len: int,
+                 vocab_size: int = 259) -> transformer.ModelConfig:
+  """The ModelConfig a run's `config.model` describes, over the run tokenizer's vocabulary."""
+  return transformer.ModelConfig(max_len=seq_len, vocab_size=vocab_size, **resolve(config))

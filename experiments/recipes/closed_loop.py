@@ -68,7 +68,8 @@ def _choice_sets(config, domains):
   raw = [d.domain for d in domains]
   build = lambda n, skip: choices_lib.build(raw, n, config.seq_len, config.data.seed,
                                             c.num_options, c.option_bytes, skip=skip,
-                                            cuts_per_doc=c.cuts_per_doc)
+                                            cuts_per_doc=c.cuts_per_doc,
+                                            tok=domains[0].tokenizer)
   feedback = build(c.feedback_items, 0) if c.feedback_items else None
   return feedback, {'test': build(c.test_items, c.feedback_items),
                     'val': build(c.test_items, c.feedback_items + c.test_items)}

@@ -102,7 +102,8 @@ def _next_token_probs(graphdef, params, tokens_BxL):
   return jax.nn.softmax(nnx.merge(graphdef, params)(tokens_BxL), axis=-1)
 
 
-def _teacher_forced(graphdef, params, items, max_len: int, batch: int = 32):
+def _teacher_forced(graphdef, params, items, max_len: int, tok: tokenizer.Tokenizer,
+                    batch: int = 32):
   """For each item: target-token NLLs and the next-token distributions at the target positions.
 
   Each row holds prompt + target cut from the left to max_len tokens (the training length: the
@@ -111,9 +112,9 @@ def _teacher_forced(graphdef, params, items, max_len: int, batch: int = 32):
   nll, probs = [], []
   for start in range(0, len(items), batch):
     chunk = items[start:start + batch]
-    seqs = [(tokenizer.encode(it.prompt, bos=True), tokenizer.encode(' ' + it.target.strip(),
-                                                                      eos=True)) for it in chunk]
-    tokens = np.full((batch, max_len), tokenizer.PAD, np.int32)
+    seqs = [(tok.encode(it.prompt, bos=True), tok.encode(' ' + it.target.strip(), eos=True))
+            for it in chunk]
+    tokens = np.full((batch, max_len), tok.pad_id, np.int32)
     starts = []
     for i, (a, b) in enumerate(seqs):
       ids = np.concatenate([a, b])[:-1][-max_len:]
@@ -135,10 +136,10 @@ def _write_npz(path: str, arrays: dict) -> None:
   runtime.on_process_0(f'write {path}', atomic.replace, path, lambda tmp: np.savez(tmp, **arrays))
 
 
-def accuracy(graphdef, params, items) -> float:
+def accuracy(graphdef, params, items, tok: tokenizer.Tokenizer) -> float:
   """Exact match of greedy decoding after stripping whitespace."""
-  max_new = max(len(it.target.encode()) for it in items) + 4
-  return evaluate_lib.exact_match(graphdef, params, items, max_new)
+  max_new = max(len(tok.encode(it.target)) for it in items) + 4
+  return evaluate_lib.exact_match(graphdef, params, items, max_new, tok=tok)
 
 
 def choice_sets(config, suite_items) -> tuple:
@@ -147,7 +148,7 @@ def choice_sets(config, suite_items) -> tuple:
   build = lambda part: choices.build_items(
       [(name, [(it.prompt, it.target) for it in parts[part]], pool[name])
        for name, parts in suite_items.items()], config.seq_len, config.data.seed,
-      config.taskpgm.num_options)
+      config.taskpgm.num_options, runtime.run_tokenizer(config))
   return build(0), build(1)
 
 
@@ -184,18 +185,20 @@ def potentials_stage(config, workdir, tasks, domains, suite_items, base_params, 
   gain_per_suite = lambda nll_base, nll: np.mean([
       np.mean([b - m for (name, _), b, m in zip(val, nll_base, nll) if name == s])
       for s in suite_items])
-  val_acc = lambda params: np.array([accuracy(pop.graphdef, params, v)
+  tok = runtime.run_tokenizer(config)
+  val_acc = lambda params: np.array([accuracy(pop.graphdef, params, v, tok)
                                      for v, _ in suite_items.values()])
   val_set, _ = choice_sets(config, suite_items)
   mean_choice = lambda rows: np.array([np.mean(list(r.values())) for r in rows])
   base_choice = mean_choice(choice_scores_K(pop.graphdef, base_params, val_set, False))[0]
   choice_gain = mean_choice(choice_scores_K(pop.graphdef, pop.state.params, val_set, True))
-  base_nll, _ = _teacher_forced(pop.graphdef, base_params, [it for _, it in val], config.seq_len)
+  base_nll, _ = _teacher_forced(pop.graphdef, base_params, [it for _, it in val], config.seq_len,
+                                tok)
   base_acc = val_acc(base_params) if _needs_em(t) else None
   loss_gain, acc_gain, probs = [], [], []
   for k in range(len(tasks)):
     params = pop.params(k)
-    nll, p = _teacher_forced(pop.graphdef, params, [it for _, it in val], config.seq_len)
+    nll, p = _teacher_forced(pop.graphdef, params, [it for _, it in val], config.seq_len, tok)
     loss_gain.append(gain_per_suite(base_nll, nll))
     acc_gain.append(float(np.mean(val_acc(params) - base_acc)) if _needs_em(t) else np.nan)
     probs.append(np.concatenate([p[i] for i in probe_ids]))

@@ -28,8 +28,8 @@ def heldout_batches(domains: Sequence[PackedDomain], eval_batches: int, batch_si
   mask_NxL1 = np.concatenate(masks).astype(np.float32)
   domain_N = np.concatenate(ids)
   pad = -len(domain_N) % batch_size
-  tokens_NxL1 = np.concatenate([tokens_NxL1, np.full((pad, tokens_NxL1.shape[1]), tokenizer.PAD,
-                                                     np.int32)])
+  pad_id = domains[0].tokenizer.pad_id if domains else tokenizer.PAD
+  tokens_NxL1 = np.concatenate([tokens_NxL1, np.full((pad, tokens_NxL1.shape[1]), pad_id, np.int32)])
   mask_NxL1 = np.concatenate([mask_NxL1, np.zeros((pad, mask_NxL1.shape[1]), np.float32)])
   domain_N = np.concatenate([domain_N, np.zeros(pad, np.int32)])
   return [{'inputs_BxL': tokens_NxL1[i:i + batch_size, :-1],
@@ -50,25 +50,28 @@ def heldout_loss(eval_fn, params, batches, to_global=lambda b: b) -> np.ndarray:
     return np.where(tokens_D > 0, loss_sum_D / tokens_D, np.nan)
 
 
-def generate(graphdef, params, prompts: Sequence[str], max_new: int) -> list[str]:
-  """Greedy continuations of each prompt, cut at the first EOS."""
-  encoded = [tokenizer.encode(p, bos=True) for p in prompts]
+def generate(graphdef, params, prompts: Sequence[str], max_new: int,
+             tok: tokenizer.Tokenizer = tokenizer.BYTES) -> list[str]:
+  """Greedy continuations of each prompt (max_new tokens of `tok`), cut at the first EOS."""
+  encoded = [tok.encode(p, bos=True) for p in prompts]
   lengths_N = np.array([len(e) for e in encoded], np.int32)
-  prompt_NxP = np.full((len(encoded), lengths_N.max()), tokenizer.PAD, np.int32)
+  prompt_NxP = np.full((len(encoded), lengths_N.max()), tok.pad_id, np.int32)
   for i, e in enumerate(encoded):
     prompt_NxP[i, :len(e)] = e
   out_NxM = np.asarray(decode.greedy_decode(graphdef, params, prompt_NxP, lengths_N, max_new))
-  return [tokenizer.decode(row) for row in out_NxM]
+  return [tok.decode(row) for row in out_NxM]
 
 
 def exact_match(graphdef, params, items, max_new: int,
-                is_correct=lambda out, target: out.strip() == target.strip()) -> float:
+                is_correct=lambda out, target: out.strip() == target.strip(),
+                tok: tokenizer.Tokenizer = tokenizer.BYTES) -> float:
   """The share of items whose greedy continuation is_correct (default: equal after stripping)."""
-  outputs = generate(graphdef, params, [it.prompt for it in items], max_new)
+  outputs = generate(graphdef, params, [it.prompt for it in items], max_new, tok)
   return float(np.mean([is_correct(out, it.target) for out, it in zip(outputs, items)]))
 
 
-def accuracy(graphdef, params, domain, num_items: int) -> float:
+def accuracy(graphdef, params, domain, num_items: int,
+             tok: tokenizer.Tokenizer = tokenizer.BYTES) -> float:
   """Exact match (after the domain's answer extraction and stripping) on its first items."""
   return exact_match(graphdef, params, domain.items[:num_items], domain.max_decode_len,
-                     domain.is_correct)
+                     domain.is_correct, tok)

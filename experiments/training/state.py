@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 import optax
 
+from experiments.training import runtime
 from experiments.training import step as step_lib
 from models import presets
 from models import sharding as sharding_lib
@@ -46,7 +47,8 @@ def member_sharding(mesh, k: int) -> NamedSharding:
 
 
 def _model_and_init(config):
-  model_config = presets.model_config(config.model, config.seq_len)
+  model_config = presets.model_config(config.model, config.seq_len,
+                                     runtime.run_tokenizer(config).vocab_size)
   tx, schedule = optimizer(config)
   graphdef, _ = nnx.split(nnx.eval_shape(
       lambda: transformer.Transformer(model_config, rngs=nnx.Rngs(0))))

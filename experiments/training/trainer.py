@@ -107,7 +107,7 @@ class Trainer(loop_lib.Loop):
     for d in self.domains:
       if d.domain.items and self.config.eval_items > 0:
         out[f'eval/{d.name}/accuracy'] = evaluate_lib.accuracy(self.graphdef, params, d.domain,
-                                                               self.config.eval_items)
+                                                               self.config.eval_items, d.tokenizer)
     return out
 
   # --- the run --------------------------------------------------------------------------------------

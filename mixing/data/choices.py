@@ -168,7 +168,7 @@ def _check(field: str, value, ok: bool):
 
 def build(domains: Sequence[domains_lib.Domain], num_items: int, seq_len: int, seed: int,
           num_options: int = 4, option_bytes: int = 48, skip: int = 0, min_options: int = 2,
-          cuts_per_doc: int = 1) -> ChoiceSet:
+          cuts_per_doc: int = 1, tok: tokenizer.Tokenizer = tokenizer.BYTES) -> ChoiceSet:
   """Up to `num_items` items per domain from its held-out (context, option) pairs after `skip`.
 
   Args:
@@ -182,6 +182,7 @@ def build(domains: Sequence[domains_lib.Domain], num_items: int, seq_len: int, s
     min_options: items with fewer options are dropped, and a domain left with none raises
       ValueError (pass num_options for a fixed count).
     cuts_per_doc: plain-text documents give up to this many pairs (prompted ones give one).
+    tok: the tokenizer of the model that will score the rows.
   """
   names = tuple(d.name for d in domains)
   _check('domains', names, bool(names) and len(set(names)) == len(names))
@@ -193,11 +194,13 @@ def build(domains: Sequence[domains_lib.Domain], num_items: int, seq_len: int, s
   _check('skip', skip, skip >= 0)
   _check('cuts_per_doc', cuts_per_doc, cuts_per_doc >= 1)
   return _rows(names, [_domain_items(domain, num_items, skip, seed, num_options, min_options,
-                                     option_bytes, cuts_per_doc) for domain in domains], seq_len)
+                                     option_bytes, cuts_per_doc) for domain in domains], seq_len,
+               tok)
 
 
 def build_items(suites: Sequence[tuple[str, Sequence[tuple[str, str]], Sequence[str]]],
-                seq_len: int, seed: int, num_options: int = 4) -> ChoiceSet:
+                seq_len: int, seed: int, num_options: int = 4,
+                tok: tokenizer.Tokenizer = tokenizer.BYTES) -> ChoiceSet:
   """Multiple-choice items from evaluation items: `suites` is [(name, [(prompt, answer)], pool)].
 
   Each item's options are its answer and up to num_options - 1 distinct distractors drawn from
@@ -223,18 +226,19 @@ def build_items(suites: Sequence[tuple[str, Sequence[tuple[str, str]], Sequence[
     if not out:
       raise ValueError(f'choices: suite {name!r} has no item with a distractor in its pool')
     per_suite.append(out)
-  return _rows(names, per_suite, seq_len)
+  return _rows(names, per_suite, seq_len, tok)
 
 
-def _rows(names, items_per_domain, seq_len: int) -> ChoiceSet:
-  """The ChoiceSet of [(context, [correct option, distractors...])] per domain."""
+def _rows(names, items_per_domain, seq_len: int, tok: tokenizer.Tokenizer) -> ChoiceSet:
+  """The ChoiceSet of [(context, [correct option, distractors...])] per domain, in `tok`'s ids; an
+  option's length for acc_norm is its UTF-8 bytes, as lm-eval-harness counts it."""
   row = seq_len + 1
   tokens, masks, domain_n, item_n, option_n, bytes_n = [], [], [], [], [], []
   item = 0
   for d, items in enumerate(items_per_domain):
     for context, options in items:
-      option_ids = [tokenizer.encode(o) for o in options]
-      context_ids = tokenizer.encode(context, bos=True)[-(row - max(map(len, option_ids))):]
+      option_ids = [tok.encode(o) for o in options]
+      context_ids = tok.encode(context, bos=True)[-(row - max(map(len, option_ids))):]
       for o, ids in enumerate(option_ids):
         tokens_L1 = np.zeros(row, np.int32)
         tokens_L1[:len(context_ids)] = context_ids
@@ -246,7 +250,7 @@ def _rows(names, items_per_domain, seq_len: int) -> ChoiceSet:
         domain_n.append(d)
         item_n.append(item)
         option_n.append(o)
-        bytes_n.append(len(ids))
+        bytes_n.append(len(options[o].encode('utf-8')))
       item += 1
   as_int = lambda xs: np.asarray(xs, np.int32)
   return ChoiceSet(names, np.stack(tokens), np.stack(masks), as_int(domain_n), as_int(item_n),

@@ -20,21 +20,13 @@ _DATA_DIR = flags.DEFINE_string('data_dir', '/tmp/mixlab_data', 'Where file doma
 _SEQ_LEN = flags.DEFINE_integer('seq_len', 128, 'Tokens per training sequence.')
 _EXAMPLES = flags.DEFINE_integer('examples', 2, 'Decoded sequences to show per domain.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Data seed.')
-
-
-def parse_files(entries) -> dict[str, load_lib.FileDomainSpec]:
-  specs = {}
-  for entry in entries:
-    name, sep, rest = entry.partition('=')
-    if not sep or not name or not rest:
-      raise ValueError(f'file: expected name=path[@fields], got {entry!r}')
-    path, _, fields = rest.partition('@')
-    specs[name] = load_lib.FileDomainSpec(path=path, fields=fields)
-  return specs
+_TOKENIZER = flags.DEFINE_string('tokenizer', 'bytes', "'bytes', a tokenizer.json (or its folder) or a "
+                                 'SentencePiece .model.')
 
 
 def describe(packed_domains, examples: int, seed: int) -> str:
-  lines = [f"{'domain':<32} {'train docs':>10} {'heldout':>8} {'rows':>8} {'loss tokens':>12} "
+  lines = [f'tokenizer: {packed_domains[0].tokenizer}' if packed_domains else 'no domains',
+           f"{'domain':<32} {'train docs':>10} {'heldout':>8} {'rows':>8} {'loss tokens':>12} "
            f"{'eval items':>10}"]
   for p in packed_domains:
     lines.append(f'{p.name:<32} {len(p.domain.train):>10,} {len(p.domain.heldout):>8,} '
@@ -48,7 +40,7 @@ def describe(packed_domains, examples: int, seed: int) -> str:
     lines.append(f'\n=== {p.name} ===')
     for inputs, mask in zip(batch['inputs_BxL'], batch['mask_BxL']):
       lines.append(f'--- sequence ({int(mask.sum())}/{mask.size} targets count) ---')
-      lines.append(tokenizer.decode(inputs, stop_at_eos=False))
+      lines.append(p.tokenizer.decode(inputs, stop_at_eos=False))
     if p.domain.items:
       item = p.domain.items[0]
       lines.append(f'--- evaluation item ---\n{item.prompt}\n[target] '
@@ -64,12 +56,12 @@ def main(argv):
   for flag in (_EXAMPLES, _SEED):
     if flag.value < 0:
       raise ValueError(f'{flag.name}: must be >= 0, got {flag.value}')
-  files = parse_files(_FILES.value)
+  files = load_lib.parse_files(_FILES.value)
   if files:
     cli.check_writable('data_dir', _DATA_DIR.value)
   names, _ = load_lib.parse_mixture(_DOMAINS.value)
   packed = load_lib.load_domains(names, _SEQ_LEN.value, _SEED.value, files=files,
-                                 data_dir=_DATA_DIR.value)
+                                 data_dir=_DATA_DIR.value, tok=tokenizer.load(_TOKENIZER.value))
   print(describe(packed, _EXAMPLES.value, _SEED.value))
 
 

@@ -6,6 +6,7 @@ from typing import Mapping, Sequence
 from mixing.data import domains as domains_lib
 from mixing.data import files as files_lib
 from mixing.data import packing
+from mixing.data import tokenizer
 from mixing.data.domains import Document, Domain, Item
 
 
@@ -38,6 +39,18 @@ class FileDomainSpec:
   heldout_fraction: float = 0.05  # share of documents held out (seeded)
 
 
+def parse_files(entries) -> dict[str, FileDomainSpec]:
+  """--file=name=path[@input,target] flags -> {name: FileDomainSpec}."""
+  specs = {}
+  for entry in entries:
+    name, sep, rest = entry.partition('=')
+    if not sep or not name or not rest:
+      raise ValueError(f'file: expected name=path[@fields], got {entry!r}')
+    path, _, fields = rest.partition('@')
+    specs[name] = FileDomainSpec(path=path, fields=fields)
+  return specs
+
+
 def file_domain(name: str, spec: FileDomainSpec, data_dir: str, seed: int,
                 opts: domains_lib.BuiltinOptions) -> Domain:
   fields = tuple(f.strip() for f in spec.fields.split(',') if f.strip())
@@ -65,11 +78,12 @@ def file_domain(name: str, spec: FileDomainSpec, data_dir: str, seed: int,
 def load_domains(names: Sequence[str], seq_len: int, seed: int = 0,
                  files: Mapping[str, FileDomainSpec] | None = None, data_dir: str = '',
                  opts: domains_lib.BuiltinOptions = domains_lib.BuiltinOptions(),
-                 loss_on_prompt: bool = True, train_docs: Mapping[str, int] | None = None
-                 ) -> list[packing.PackedDomain]:
+                 loss_on_prompt: bool = True, train_docs: Mapping[str, int] | None = None,
+                 tok: tokenizer.Tokenizer = tokenizer.BYTES) -> list[packing.PackedDomain]:
   """Builds and packs each named domain: a file domain if `files` names it, else a built-in one.
 
   train_docs: name -> how many of its training documents to keep (the first ones; default all).
+  tok: the tokenizer the rows are packed with.
   """
   files, train_docs = files or {}, train_docs or {}
   out = []
@@ -81,5 +95,5 @@ def load_domains(names: Sequence[str], seq_len: int, seed: int = 0,
       domain = domains_lib.builtin_domain(name, seed, opts)
     if name in train_docs:
       domain = dataclasses.replace(domain, train=domain.train[:max(int(train_docs[name]), 1)])
-    out.append(packing.pack_domain(domain, seq_len, loss_on_prompt))
+    out.append(packing.pack_domain(domain, seq_len, loss_on_prompt, tok))
   return out

@@ -1,7 +1,7 @@
 """Packs a domain's documents into fixed-length token sequences with a loss mask.
 
-Each document becomes BOS + prompt + completion + EOS; documents are concatenated into one stream and cut
-into rows of seq_len + 1 tokens (inputs are row[:-1], targets row[1:]). The mask marks the targets that
+Each document becomes BOS + prompt + completion + EOS, in the run tokenizer's ids; documents are
+concatenated into one stream and cut into rows of seq_len + 1 tokens (inputs are row[:-1], targets row[1:]). The mask marks the targets that
 count: completion tokens and EOS always, prompt tokens unless `loss_on_prompt` is False; the padding
 that fills the last row never counts.
 """
@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mixing.data import tokenizer
+from mixing.data import tokenizer as tokenizer_lib
 from mixing.data.domains import Document, Domain
 
 
@@ -34,21 +34,22 @@ class PackedRows:
     return int(self.mask_NxL1.sum(dtype=np.int64))
 
 
-def pack(docs: Sequence[Document], seq_len: int, loss_on_prompt: bool = True) -> PackedRows:
-  """Packs documents into rows of seq_len + 1 tokens; see the module docstring."""
+def pack(docs: Sequence[Document], seq_len: int, loss_on_prompt: bool = True,
+         tok: tokenizer_lib.Tokenizer = tokenizer_lib.BYTES) -> PackedRows:
+  """Packs documents into rows of seq_len + 1 tokens of `tok`; see the module docstring."""
   pieces, masks = [], []
   for doc in docs:
-    prompt = tokenizer.encode(doc.prompt, bos=True)
-    completion = tokenizer.encode(doc.completion, eos=True)
+    prompt = tok.encode(doc.prompt, bos=True)
+    completion = tok.encode(doc.completion, eos=True)
     pieces += [prompt, completion]
     prompt_mask = np.full(prompt.shape, loss_on_prompt, np.uint8)
     prompt_mask[0] = 0  # BOS is never a target
     masks += [prompt_mask, np.ones(completion.shape, np.uint8)]
-  stream = np.concatenate(pieces).astype(np.uint16)
+  stream = np.concatenate(pieces).astype(tok.token_dtype)
   mask = np.concatenate(masks)
   row = seq_len + 1
   pad = -len(stream) % row
-  stream = np.concatenate([stream, np.full(pad, tokenizer.PAD, np.uint16)])
+  stream = np.concatenate([stream, np.full(pad, tok.pad_id, tok.token_dtype)])
   mask = np.concatenate([mask, np.zeros(pad, np.uint8)])
   return PackedRows(stream.reshape(-1, row), mask.reshape(-1, row))
 
@@ -59,12 +60,14 @@ class PackedDomain:
   domain: Domain
   train: PackedRows
   heldout: PackedRows
+  tokenizer: tokenizer_lib.Tokenizer = tokenizer_lib.BYTES  # what the rows' ids mean
 
   @property
   def name(self) -> str:
     return self.domain.name
 
 
-def pack_domain(domain: Domain, seq_len: int, loss_on_prompt: bool = True) -> PackedDomain:
-  return PackedDomain(domain, pack(domain.train, seq_len, loss_on_prompt),
-                      pack(domain.heldout, seq_len, loss_on_prompt))
+def pack_domain(domain: Domain, seq_len: int, loss_on_prompt: bool = True,
+                tok: tokenizer_lib.Tokenizer = tokenizer_lib.BYTES) -> PackedDomain:
+  return PackedDomain(domain, pack(domain.train, seq_len, loss_on_prompt, tok),
+                      pack(domain.heldout, seq_len, loss_on_prompt, tok), tok)
