@@ -18,11 +18,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3  # checkpoints kept; older ones are deleted
   config.log_every = 10  # steps between metrics lines (metrics.jsonl, TensorBoard)
   config.progress_seconds = 5.0  # seconds between progress lines on stdout
-  config.init_from = ''  # a run's workdir whose latest model initializes this one ('': random init)
-  # 'bytes' (UTF-8 bytes + BOS/EOS/PAD, vocabulary 259), a Hugging Face tokenizer.json (or a folder
-  # holding one) or a SentencePiece .model; the model's vocabulary follows it. `python -m
-  # experiments.tokenizer train` makes a BPE one from domains.
-  config.tokenizer = 'bytes'
+  # What initializes the model: '' (random init), a mixlab run's workdir (its latest model), or
+  # 'hf:DIR', a Hugging Face Llama/Qwen2/Mistral/SmolLM checkpoint (config.json + safetensors; the
+  # model's shape is then the checkpoint's and `model` is not read).
+  config.init_from = ''
+  # '' (the model's own: an hf: checkpoint's tokenizer, else bytes), 'bytes' (UTF-8 bytes +
+  # BOS/EOS/PAD, vocabulary 259), a Hugging Face tokenizer.json (or a folder holding one) or a
+  # SentencePiece .model; a new model's vocabulary follows it. `python -m experiments.tokenizer
+  # train` makes a BPE one from domains.
+  config.tokenizer = ''
 
   # The mixture: 'name[:weight],...'. Built-in names: see mixing/data/domains.py; a name listed in
   # `domain_files` is read from that file instead. The weights are the static mixer's.

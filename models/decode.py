@@ -20,8 +20,9 @@ def _attend_step(attn: transformer.Attention, x_Nx1xD, cache_k_NxTxGxK, cache_v_
   cfg = attn.cfg
   q_Nx1xHxK, k_Nx1xGxK, v_Nx1xGxK = attn.project(x_Nx1xD)
   positions_1 = jnp.reshape(pos, (1,))
-  q_Nx1xHxK = transformer.rope(q_Nx1xHxK * cfg.head_dim**-0.5, cfg.rope_base, positions_1)
-  k_Nx1xGxK = transformer.rope(k_Nx1xGxK, cfg.rope_base, positions_1)
+  q_Nx1xHxK = transformer.rope(q_Nx1xHxK * cfg.head_dim**-0.5, cfg.rope_base, positions_1,
+                               cfg.rope_scaling)
+  k_Nx1xGxK = transformer.rope(k_Nx1xGxK, cfg.rope_base, positions_1, cfg.rope_scaling)
   cache_k_NxTxGxK = jax.lax.dynamic_update_slice_in_dim(cache_k_NxTxGxK, k_Nx1xGxK, pos, axis=1)
   cache_v_NxTxGxK = jax.lax.dynamic_update_slice_in_dim(cache_v_NxTxGxK, v_Nx1xGxK, pos, axis=1)
   # Query head h reads kv head h // R, R = H / G (R = 1 without grouped-query attention).

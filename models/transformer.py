@@ -8,8 +8,9 @@ their query groups when it divides them, else they are replicated.
 Parameters are created unsharded (`eager_sharding=False`): the placement is
 declared once, at `jax.jit`, by the training code.
 
-Embeddings are untied: the input table is (vocab, embed) and the output
-projection a separate (embed, vocab) kernel. Both are padded to
+Embeddings are untied by default: the input table is (vocab, embed) and the
+output projection a separate (embed, vocab) kernel (`tie_embeddings`: the
+table's transpose, as Qwen2-0.5B and SmolLM have it). Both are padded to
 `cfg.padded_vocab` rows/columns; the padding columns are sliced off before the
 logits are returned, so the model is a proper softmax over `cfg.vocab_size`.
 """
@@ -20,6 +21,8 @@ import math
 from flax import nnx
 import jax
 import jax.numpy as jnp
+
+from models.rope import rope  # pylint: disable=unused-import  # models.transformer.rope
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,13 @@ class ModelConfig:
   max_len: int = 256
   # RoPE base frequency.
   rope_base: float = 10_000.0
+  # Llama 3 RoPE scaling (factor, low_freq_factor, high_freq_factor,
+  # original_max_position_embeddings); () for none. See models/rope.py.
+  rope_scaling: tuple = ()
+  # Biases on the query/key/value projections (Qwen2); none elsewhere.
+  qkv_bias: bool = False
+  # The output projection is the input embedding's transpose (no own kernel).
+  tie_embeddings: bool = False
   # Embedding/unembedding rows are padded to a multiple of this (speed and
   # shardability); padded logits are dropped, never part of the softmax.
   vocab_multiple: int = 8
@@ -120,21 +130,6 @@ class RMSNorm(nnx.Module):
     return (x32 * rms * self.scale[...]).astype(x_BxLxD.dtype)
 
 
-def rope(x_BxLxHxK, base: float, positions_L=None):
-  """Rotary embedding (rotate-half form) at positions_L (default 0..L-1)."""
-  length, k = x_BxLxHxK.shape[1], x_BxLxHxK.shape[-1]
-  if positions_L is None:
-    positions_L = jnp.arange(length)
-  inv_freq_K2 = base ** (-jnp.arange(0, k, 2, dtype=jnp.float32) / k)
-  angle_LxK2 = positions_L.astype(jnp.float32)[:, None] * inv_freq_K2
-  angle_Lx1xK = jnp.concatenate([angle_LxK2, angle_LxK2], axis=-1)[:, None, :]
-  sin_Lx1xK = jnp.sin(angle_Lx1xK).astype(x_BxLxHxK.dtype)
-  cos_Lx1xK = jnp.cos(angle_Lx1xK).astype(x_BxLxHxK.dtype)
-  x1, x2 = jnp.split(x_BxLxHxK, 2, axis=-1)
-  rotated_BxLxHxK = jnp.concatenate([-x2, x1], axis=-1)
-  return x_BxLxHxK * cos_Lx1xK + rotated_BxLxHxK * sin_Lx1xK
-
-
 class Attention(nnx.Module):
   """Causal self-attention: multi-head, or grouped-query (G < H kv heads).
 
@@ -157,6 +152,15 @@ class Attention(nnx.Module):
       self.qkv_Dx3xHxK = _param(
           rngs, _normal(d**-0.5), (d, 3, h, k), ('embed', None, 'heads', 'kv'),
           cfg.param_dtype)
+    if cfg.qkv_bias:  # (3, H, K) fused, or q (H, K) and kv (2, G, K) with GQA
+      zeros = jax.nn.initializers.zeros
+      if cfg.grouped:
+        self.q_bias_HxK = _param(rngs, zeros, (h, k), ('heads', 'kv'), cfg.param_dtype)
+        self.kv_bias_2xGxK = _param(rngs, zeros, (2, g, k), (None, 'heads', 'kv'),
+                                    cfg.param_dtype)
+      else:
+        self.qkv_bias_3xHxK = _param(rngs, zeros, (3, h, k), (None, 'heads', 'kv'),
+                                     cfg.param_dtype)
     out_std = (h * k) ** -0.5 / math.sqrt(2 * cfg.num_layers)
     self.out_HxKxD = _param(
         rngs, _normal(out_std), (h, k, d), ('heads', 'kv', 'embed'),
@@ -172,11 +176,20 @@ class Attention(nnx.Module):
     dtype = self.cfg.dtype
     if self.cfg.grouped:
       kv_Dx2xGxK = self.kv_Dx2xGxK[...].astype(dtype)
-      return (dense(x_BxLxD, self.q_DxHxK[...].astype(dtype)),
-              dense(x_BxLxD, kv_Dx2xGxK[:, 0]),
-              dense(x_BxLxD, kv_Dx2xGxK[:, 1]))
-    qkv_Dx3xHxK = self.qkv_Dx3xHxK[...].astype(dtype)
-    return tuple(dense(x_BxLxD, qkv_Dx3xHxK[:, i]) for i in range(3))
+      qkv = (dense(x_BxLxD, self.q_DxHxK[...].astype(dtype)),
+             dense(x_BxLxD, kv_Dx2xGxK[:, 0]),
+             dense(x_BxLxD, kv_Dx2xGxK[:, 1]))
+      if self.cfg.qkv_bias:
+        kv_bias_2xGxK = self.kv_bias_2xGxK[...].astype(dtype)
+        biases = (self.q_bias_HxK[...].astype(dtype), kv_bias_2xGxK[0], kv_bias_2xGxK[1])
+    else:
+      qkv_Dx3xHxK = self.qkv_Dx3xHxK[...].astype(dtype)
+      qkv = tuple(dense(x_BxLxD, qkv_Dx3xHxK[:, i]) for i in range(3))
+      if self.cfg.qkv_bias:
+        biases = tuple(self.qkv_bias_3xHxK[...].astype(dtype))
+    if self.cfg.qkv_bias:
+      qkv = tuple(y + b for y, b in zip(qkv, biases))
+    return qkv
 
   def output(self, out_BxLxHxK):
     """Per-head attention outputs -> the residual update, x_BxLxD."""
@@ -187,8 +200,8 @@ class Attention(nnx.Module):
   def __call__(self, x_BxLxD):
     cfg = self.cfg
     q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = self.project(x_BxLxD)
-    q_BxLxHxK = rope(q_BxLxHxK * cfg.head_dim**-0.5, cfg.rope_base)
-    k_BxLxGxK = rope(k_BxLxGxK, cfg.rope_base)
+    q_BxLxHxK = rope(q_BxLxHxK * cfg.head_dim**-0.5, cfg.rope_base, None, cfg.rope_scaling)
+    k_BxLxGxK = rope(k_BxLxGxK, cfg.rope_base, None, cfg.rope_scaling)
     b, length, h, k = q_BxLxHxK.shape
     causal_LxL = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
 
@@ -288,8 +301,9 @@ class Transformer(nnx.Module):
     self.blocks = nnx.List([Block(cfg, rngs=rngs)
                             for _ in range(cfg.num_layers)])
     self.final_norm = RMSNorm(cfg, rngs=rngs)
-    self.unembed_DxV = _param(
-        rngs, _normal(d**-0.5), (d, vp), ('embed', 'vocab'), cfg.param_dtype)
+    if not cfg.tie_embeddings:
+      self.unembed_DxV = _param(
+          rngs, _normal(d**-0.5), (d, vp), ('embed', 'vocab'), cfg.param_dtype)
 
   def embed(self, tokens_BxL):
     cfg = self.cfg
@@ -302,7 +316,11 @@ class Transformer(nnx.Module):
 
   def unembed(self, x_BxLxD):
     """Final-normed activations -> float32 logits over the real vocabulary."""
-    logits_BxLxVp = dense(x_BxLxD, self.unembed_DxV[...].astype(self.cfg.dtype))
+    if self.cfg.tie_embeddings:
+      table_DxV = self.embed_VxD[...].astype(self.cfg.dtype).T
+    else:
+      table_DxV = self.unembed_DxV[...].astype(self.cfg.dtype)
+    logits_BxLxVp = dense(x_BxLxD, table_DxV)
     return logits_BxLxVp[..., :self.cfg.vocab_size].astype(jnp.float32)
 
   def __call__(self, tokens_BxL):

@@ -16,7 +16,7 @@ import tokenizers
 from configs import tiny
 from experiments.recipes import runs
 from experiments.training import metrics as metrics_lib
-from experiments.training import runtime
+from experiments.training import state as state_lib
 from mixing.data import bpe
 from mixing.data import choices
 from mixing.data import domains as domains_lib
@@ -129,7 +129,7 @@ def test_a_run_with_a_trained_bpe_trains_and_evaluates(bpe_dir, tmp_path):
   assert losses[-1] < losses[0] - 0.5 and losses[0] < np.log(600) + 1  # a softmax over 600 ids
   final = rows[-1]
   assert np.isfinite(final['eval/math/easy/loss']) and 0 <= final['eval/math/easy/accuracy'] <= 1
-  assert runtime.run_tokenizer(config).fingerprint == tokenizer.load(bpe_dir).fingerprint
+  assert state_lib.run_tokenizer(config).fingerprint == tokenizer.load(bpe_dir).fingerprint
 
 
 def test_tokenizer_cli_trains_shows_and_rejects(tmp_path):

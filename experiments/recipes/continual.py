@@ -13,7 +13,6 @@ import os
 import jax
 import ml_collections
 
-from mixing import checkpoint as checkpoint_lib
 from experiments.training import atomic
 from experiments.training import runtime
 from experiments.training import state as state_lib
@@ -80,11 +79,22 @@ def base_config(config, spec=None) -> ml_collections.ConfigDict:
   return cfg
 
 
+def tokenizer_key(config) -> list:
+  """What a cache key adds for the tokenizer: nothing for bytes (keys made before tokenizers stay
+  valid), else the tokenizer's fingerprint (a hash of its file)."""
+  tok = state_lib.run_tokenizer(config)
+  return [] if tok.kind == 'bytes' else [tok.fingerprint]
+
+
 def base_dir(config, spec=None) -> str:
+  """The base model's run directory, or 'hf:DIR' when the config starts from a Hugging Face model
+  (the pretrained model is then the base: nothing is trained)."""
+  if state_lib.hf_folder(config.init_from):
+    return config.init_from
   spec = spec or config.continual
   cfg = base_config(config, spec)
   key = [cfg.domains, cfg.steps, cfg.seed, cfg.seq_len, cfg.batch_size, cfg.model.to_dict(),
-         cfg.data.to_dict(), cfg.optimizer.to_dict(), cfg.domain_files.to_dict()]
+         cfg.data.to_dict(), cfg.optimizer.to_dict(), cfg.domain_files.to_dict()] + tokenizer_key(cfg)
   name = cfg.domains.replace('/', '_').replace(',', '+')[:60]
   return os.path.join(spec.base_root, f'{name}-{fingerprint(key)}')
 
@@ -93,6 +103,8 @@ def ensure_base(config, quiet: bool = False, spec=None) -> str:
   """Trains (or resumes, or reuses) the base model; returns its run directory."""
   spec = spec or config.continual
   folder = base_dir(config, spec)
+  if state_lib.hf_folder(folder):
+    return folder
   if not os.path.exists(os.path.join(folder, 'summary.json')):
     if not quiet and jax.process_index() == 0:
       print(f'pre-training the base model on {spec.sources} in {folder}', flush=True)
@@ -125,9 +137,12 @@ def continual_config(config, quiet: bool = False, train_base: bool = True,
 
 def base_metrics(config) -> dict[str, float]:
   """The base model's evaluation on the whole domain space (cached beside the base model)."""
-  folder = ensure_base(config, quiet=True)
+  base = ensure_base(config, quiet=True)
   key = fingerprint([config.domains, config.eval_batches, config.eval_items, config.batch_size,
-                      config.domain_files.to_dict(), config.data.to_dict()])
+                      config.domain_files.to_dict(), config.data.to_dict()] + tokenizer_key(config))
+  # Beside a trained base model; a Hugging Face model's in continual.base_root, never in its folder.
+  folder = (os.path.join(config.continual.base_root, f'hf-{fingerprint([base])}')
+            if state_lib.hf_folder(base) else base)
   path = os.path.join(folder, f'eval_{key}.json')
   if os.path.exists(path):
     with open(path) as f:
@@ -135,7 +150,7 @@ def base_metrics(config) -> dict[str, float]:
   probe = continual_config(config, quiet=True, **{'mixer.name': 'static'})
   trainer = static_trainer(probe, os.path.join(folder, f'eval_{key}_run'), quiet=True)
   trainer.state = trainer.state._replace(
-      params=checkpoint_lib.load_run_state(folder, trainer.state).params)
+      params=state_lib.init_params(probe, base, trainer.state))
   metrics = trainer.evaluate()
   # Every process has the same metrics; one writes them.
   runtime.on_process_0(f'continual.base_metrics.{key}', atomic.write_json, path, metrics)
@@ -145,7 +160,7 @@ def base_metrics(config) -> dict[str, float]:
 def base_params(config, spec=None):
   """The base model's parameters (an nnx State), e.g. to start proxies from."""
   like = state_lib.abstract_train_state(config, runtime.make_mesh(config))
-  return checkpoint_lib.load_run_state(ensure_base(config, True, spec), like).params
+  return state_lib.init_params(config, ensure_base(config, True, spec), like)
 
 
 def static_trainer(config, workdir: str, quiet: bool = True) -> trainer_lib.Trainer:

@@ -26,6 +26,7 @@ from experiments.recipes import continual
 from experiments.training import evaluate as evaluate_lib
 from experiments.training import population as population_lib
 from experiments.training import runtime
+from experiments.training import state as state_lib
 from experiments.training import validate
 from experiments.training import workdir as workdir_lib
 from mixing.mixers import static
@@ -148,7 +149,7 @@ def choice_sets(config, suite_items) -> tuple:
   build = lambda part: choices.build_items(
       [(name, [(it.prompt, it.target) for it in parts[part]], pool[name])
        for name, parts in suite_items.items()], config.seq_len, config.data.seed,
-      config.taskpgm.num_options, runtime.run_tokenizer(config))
+      config.taskpgm.num_options, state_lib.run_tokenizer(config))
   return build(0), build(1)
 
 
@@ -185,7 +186,7 @@ def potentials_stage(config, workdir, tasks, domains, suite_items, base_params, 
   gain_per_suite = lambda nll_base, nll: np.mean([
       np.mean([b - m for (name, _), b, m in zip(val, nll_base, nll) if name == s])
       for s in suite_items])
-  tok = runtime.run_tokenizer(config)
+  tok = state_lib.run_tokenizer(config)
   val_acc = lambda params: np.array([accuracy(pop.graphdef, params, v, tok)
                                      for v, _ in suite_items.values()])
   val_set, _ = choice_sets(config, suite_items)

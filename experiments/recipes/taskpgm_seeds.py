@@ -32,6 +32,7 @@ from experiments.recipes import task_mixtures
 from experiments.training import atomic
 from experiments.training import population as population_lib
 from experiments.training import runtime
+from experiments.training import state as state_lib
 from experiments.training import validate
 from models import presets
 
@@ -191,7 +192,7 @@ def run_seed(config, workdir: str, log=print) -> dict:
             for pop in (select, ablate)}
   base_choice = task_mixtures.choice_scores_K(select.graphdef, base_params, test_set, False)[0]
   em_items = {name: test[:t.em_items] for name, (_, test) in suite_items.items()}
-  tok = runtime.run_tokenizer(config)
+  tok = state_lib.run_tokenizer(config)
   em = lambda params: {name: (task_mixtures.accuracy(select.graphdef, params, items, tok)
                               if items else float('nan')) for name, items in em_items.items()}
   scores = {'base': {'choice': base_choice, 'exact_match': em(base_params)}}

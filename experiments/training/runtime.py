@@ -4,20 +4,15 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from experiments.training import state as state_lib
 from experiments.training import validate
 from mixing.data import domains as domains_lib
 from mixing.data import load as load_lib
-from mixing.data import tokenizer
 from models import sharding as sharding_lib
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
   return sharding_lib.make_mesh(*validate.mesh_shape(config))
-
-
-def run_tokenizer(config) -> tokenizer.Tokenizer:
-  """The tokenizer config.tokenizer names ('bytes' where a config predates the field)."""
-  return tokenizer.load(config.get('tokenizer', 'bytes'))
 
 
 def load_run_domains(config, train_docs=None):
@@ -31,7 +26,7 @@ def load_run_domains(config, train_docs=None):
                                     chunk_chars=config.data.chunk_chars)
   packed = load_lib.load_domains(names, config.seq_len, config.data.seed, files, config.data.dir, opts,
                                  config.data.loss_on_prompt, train_docs,
-                                 run_tokenizer(config))
+                                 state_lib.run_tokenizer(config))
   return names, weights, packed
 
 

@@ -8,6 +8,7 @@ the mesh's data axis when K divides by it.
 """
 
 import dataclasses
+import os
 from typing import Any, Callable, Sequence
 
 from flax import nnx
@@ -16,8 +17,10 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 import optax
 
-from experiments.training import runtime
 from experiments.training import step as step_lib
+from mixing import checkpoint as checkpoint_lib
+from mixing.data import tokenizer
+from models import hf
 from models import presets
 from models import sharding as sharding_lib
 from models import transformer
@@ -46,9 +49,49 @@ def member_sharding(mesh, k: int) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(axis))
 
 
+def hf_folder(init_from: str) -> str:
+  """The Hugging Face checkpoint folder of init_from='hf:DIR' ('' for a mixlab workdir or none)."""
+  return init_from[3:] if init_from.startswith('hf:') else ''
+
+
+def run_tokenizer(config) -> tokenizer.Tokenizer:
+  """config.tokenizer's tokenizer; '' (the default) is the model's own: the Hugging Face checkpoint's
+  (init_from='hf:DIR': DIR's tokenizer.json or tokenizer.model) or bytes."""
+  folder = hf_folder(config.get('init_from', ''))
+  spec = config.get('tokenizer', '')
+  if not spec and folder:
+    if not any(os.path.exists(os.path.join(folder, f)) for f in ('tokenizer.json',
+                                                                 'tokenizer.model')):
+      raise ValueError(f"tokenizer: '' takes the checkpoint's, but {folder} has no tokenizer.json "
+                       'or tokenizer.model (name one with --config.tokenizer=PATH)')
+    spec = folder
+  return tokenizer.load(spec or 'bytes')
+
+
+def run_model_config(config) -> transformer.ModelConfig:
+  """The run's model: an hf: checkpoint's shape, else config.model over the tokenizer's vocabulary."""
+  folder = hf_folder(config.init_from)
+  if not folder:
+    return presets.model_config(config.model, config.seq_len, run_tokenizer(config).vocab_size)
+  model_config = hf.model_config(hf.read_config(folder), config.seq_len)
+  vocab = run_tokenizer(config).vocab_size
+  if vocab > model_config.vocab_size:
+    raise ValueError(f'tokenizer: {vocab} ids, more than the vocabulary of {folder} '
+                     f'({model_config.vocab_size})')
+  return model_config
+
+
+def init_params(config, init_from: str, like):
+  """The parameters init_from names, in `like`'s (a train state's) structure and shardings: an
+  hf:DIR checkpoint read into its shards, or a mixlab workdir's latest checkpoint."""
+  folder = hf_folder(init_from)
+  if folder:
+    return hf.load_params(folder, run_model_config(config), like.params)
+  return checkpoint_lib.load_run_state(init_from, like).params
+
+
 def _model_and_init(config):
-  model_config = presets.model_config(config.model, config.seq_len,
-                                     runtime.run_tokenizer(config).vocab_size)
+  model_config = run_model_config(config)
   tx, schedule = optimizer(config)
   graphdef, _ = nnx.split(nnx.eval_shape(
       lambda: transformer.Transformer(model_config, rngs=nnx.Rngs(0))))

@@ -21,7 +21,6 @@ from experiments.training import runtime
 from experiments.training import state as state_lib
 from experiments.training import step as step_lib
 from experiments.training import validate
-from mixing import checkpoint as checkpoint_lib
 from mixing import mixer as mixer_lib
 from mixing.data import sampler as sampler_lib
 
@@ -122,7 +121,7 @@ class Trainer(loop_lib.Loop):
                                                'mixer.jsonl', tensorboard=False,
                                                expected_through=self.mixer_step if resumed else None)
     if not resumed and c.init_from:  # continue from another run's model, with a fresh optimizer
-      params = checkpoint_lib.load_run_state(c.init_from, self.state).params
+      params = state_lib.init_params(c, c.init_from, self.state)
       self.state = self.state._replace(params=params)
     if not resumed or (self.is_mixer_step(self.step) and self.mixer_step < self.step < c.steps):
       # Every mixer chooses the first weights too; a finished run extended to more steps makes the

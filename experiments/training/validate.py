@@ -107,8 +107,13 @@ def check_config(config: ml_collections.ConfigDict):
   for section in ('continual', 'taskpgm'):  # where base models are cached
     if section in config and 'base_root' in config[section]:
       cli.check_writable(f'{section}.base_root', config[section].base_root)
-  if config.init_from and not os.path.isdir(os.path.join(config.init_from, 'checkpoints')):
+  if state_lib.hf_folder(config.init_from):
+    state_lib.run_model_config(config)  # config.json readable and supported, tokenizer fits
+    state_lib.run_tokenizer(config)
+  elif config.init_from and not os.path.isdir(os.path.join(config.init_from, 'checkpoints')):
     raise ValueError(f'init_from: no checkpoints in {config.init_from!r}')
+  else:
+    state_lib.run_tokenizer(config)
 
 
 def mesh_shape(config) -> tuple[int, int]:
@@ -141,7 +146,7 @@ def check_run(config: ml_collections.ConfigDict):
   check_config(config)
   data, model = mesh_shape(config)
   check_batch(config, data)
-  if config.init_from:
+  if config.init_from and not state_lib.hf_folder(config.init_from):
     check_init_from(config, sharding_lib.make_mesh(data, model))
 
 
