@@ -10,6 +10,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # seeds the model init and the sampler's draws
   config.steps = 300  # optimizer steps
   config.batch_size = 16  # global batch, in sequences; split over the mesh's data axis and processes
+  config.microbatches = 1  # gradient accumulation: each step runs batch_size / microbatches at a time
   config.seq_len = 128  # tokens per training sequence (documents are packed)
   config.eval_every = 100  # steps between evaluations (held-out loss; accuracy where there are items)
   config.eval_batches = 2  # held-out batches (of batch_size sequences) per domain at each evaluation
@@ -92,4 +93,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # devices on the data axis (-1: all devices not used by `model`)
   config.mesh.model = 1  # devices on the model (tensor-parallel) axis
+  config.mesh.fsdp = False  # also shard parameters and optimizer state over the data axis (FSDP)
   return config

@@ -180,19 +180,19 @@ def _heads_rows_T(files, name, sh, sk, h, k, sd) -> np.ndarray:
   return cols.reshape(cols.shape[0], h1 - h0, k)[:, :, sk]
 
 
-def path_name(path) -> str:
-  """A flattened-state path as 'blocks.0.attn.q_DxHxK' (no trailing '.value')."""
-  keys = [str(getattr(p, 'key', getattr(p, 'name', getattr(p, 'idx', p)))) for p in path]
-  return '.'.join(keys).removesuffix('.value')
-
-
 def load_params(folder: str, cfg: transformer.ModelConfig, abstract_params):
   """The checkpoint's parameters in `abstract_params`' structure, dtypes and shardings (leaves:
   jax.ShapeDtypeStruct or arrays; without a sharding, the first device)."""
   files, readers = _Files(folder), _readers(cfg)
 
+  if cfg.scan_layers:  # 'blocks.X' stacks the layers' 'blocks.<i>.X' on a leading axis
+    for name in [n for n in readers if n.startswith('blocks.0.')]:
+      rest = name[len('blocks.0.'):]
+      readers['blocks.' + rest] = lambda f, sl, *index, rest=rest: np.stack(
+          [readers[f'blocks.{i}.{rest}'](f, *index) for i in range(cfg.num_layers)[sl]])
+
   def load(path, leaf):
-    name = path_name(path)
+    name = transformer.path_name(path)
     if name not in readers:
       raise ValueError(f'init_from: mixlab parameter {name!r} has no Hugging Face tensor')
     sharding = getattr(leaf, 'sharding', None) or jax.sharding.SingleDeviceSharding(
@@ -206,7 +206,7 @@ def load_params(folder: str, cfg: transformer.ModelConfig, abstract_params):
 
 def hf_tensors(params, cfg: transformer.ModelConfig) -> dict[str, np.ndarray]:
   """mixlab parameters (gathered) -> the Hugging Face tensors, by name."""
-  flat = {path_name(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+  flat = {name: np.asarray(x) for name, x in transformer.flat_params(params).items()}
   d, v = cfg.d_model, cfg.vocab_size
   rows = lambda x: x.reshape(d, -1).T  # (D, heads, K) -> (heads*K, D)
   out = {'model.embed_tokens.weight': flat['embed_VxD'][:v], 'model.norm.weight':

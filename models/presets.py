@@ -6,6 +6,7 @@ So `--config.model.preset=m13` switches every field to m13's, and `--config.mode
 changes one field of whichever preset is chosen.
 """
 
+import jax.numpy as jnp
 import ml_collections
 
 from models import transformer
@@ -24,6 +25,10 @@ def get_config(preset: str = 'quickstart') -> ml_collections.ConfigDict:
   config.num_kv_heads = 0  # key/value heads (grouped-query attn.), divide num_heads (0: preset's)
   config.d_ff = 0  # SwiGLU hidden width (0: the preset's)
   config.rope_base = 0.0  # RoPE base frequency (0: the preset's)
+  # How the model computes (any preset, and an hf: checkpoint too):
+  config.dtype = 'float32'  # activations/matmuls: 'float32' | 'bfloat16' (float32 master weights)
+  config.remat = 'none'  # rematerialize each block: 'none' | 'full' | 'dots' (keep matmul outputs)
+  config.scan_layers = False  # blocks stacked and applied by nnx.scan (compile time flat in depth)
   return config
 
 
@@ -51,7 +56,23 @@ def resolve(config: ml_collections.ConfigDict) -> dict:
   return values
 
 
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def compute_fields(config: ml_collections.ConfigDict) -> dict:
+  """{dtype, remat, scan_layers} of a `model` section (defaults where a config predates them)."""
+  dtype = config.get('dtype', 'float32')
+  if dtype not in DTYPES:
+    raise ValueError(f'model.dtype: one of {", ".join(DTYPES)}, got {dtype!r}')
+  remat = config.get('remat', 'none')
+  if remat not in transformer.REMAT:
+    raise ValueError(f'model.remat: one of {", ".join(transformer.REMAT)}, got {remat!r}')
+  return {'dtype': DTYPES[dtype], 'remat': remat,
+          'scan_layers': bool(config.get('scan_layers', False))}
+
+
 def model_config(config: ml_collections.ConfigDict, seq_len: int,
                  vocab_size: int = 259) -> transformer.ModelConfig:
   """The ModelConfig a run's `config.model` describes, over the run tokenizer's vocabulary."""
-  return transformer.ModelConfig(max_len=seq_len, vocab_size=vocab_size, **resolve(config))
+  return transformer.ModelConfig(max_len=seq_len, vocab_size=vocab_size, **resolve(config),
+                                 **compute_fields(config))

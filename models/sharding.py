@@ -31,6 +31,14 @@ RULES: tuple[tuple[str, str | None], ...] = (
     ('layers', None),
 )
 
+# FSDP beside tensor parallelism: the residual width 'embed' also shards over 'data', so every
+# parameter (and its optimizer moments) is split over the data axis too, and gathered per use.
+FSDP_RULES = tuple((name, 'data' if name == 'embed' else axis) for name, axis in RULES)
+
+
+def rules(fsdp: bool = False):
+  return FSDP_RULES if fsdp else RULES
+
 
 def make_mesh(data: int, model: int, devices: Sequence[Any] | None = None
               ) -> Mesh:

@@ -1,12 +1,11 @@
-"""Decoder-only Transformer LM in flax.nnx: RoPE, pre-RMSNorm, SwiGLU.
+"""Decoder-only Transformer LM in flax.nnx: RoPE, pre-RMSNorm, SwiGLU
+(the layers: models/layers.py; the hyper-parameters: models/config.py).
 
-Every parameter carries logical axis names ('vocab', 'embed', 'heads', 'kv',
-'mlp') in its `out_sharding` metadata; `models.sharding` maps them onto a
-device mesh. With grouped-query attention (`num_kv_heads` < `num_heads`) the
-key/value heads are named 'heads' too: they shard over the model axis with
-their query groups when it divides them, else they are replicated.
-Parameters are created unsharded (`eager_sharding=False`): the placement is
-declared once, at `jax.jit`, by the training code.
+With grouped-query attention (`num_kv_heads` < `num_heads`) the key/value heads
+are named 'heads' too: they shard over the model axis with their query groups
+when it divides them, else they are replicated. With `scan_layers` the blocks
+are one Block whose parameters carry a leading 'layers' axis, applied by
+nnx.scan; `remat` rematerializes each block's activations in the backward pass.
 
 Embeddings are untied by default: the input table is (vocab, embed) and the
 output projection a separate (embed, vocab) kernel (`tie_embeddings`: the
@@ -15,279 +14,18 @@ table's transpose, as Qwen2-0.5B and SmolLM have it). Both are padded to
 logits are returned, so the model is a proper softmax over `cfg.vocab_size`.
 """
 
-import dataclasses
-import math
-
 from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from models.rope import rope  # pylint: disable=unused-import  # models.transformer.rope
+# The names other modules and tests use as models.transformer.<name>.
+from models.config import REMAT, ModelConfig  # pylint: disable=unused-import
+from models.layers import Attention, Block, Mlp, RMSNorm, _normal, _param, dense, swiglu  # pylint: disable=unused-import
+from models.rope import rope  # pylint: disable=unused-import
 
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """Hyper-parameters of `Transformer`."""
-
-  # Real vocabulary: 256 bytes + BOS/EOS/PAD (see mixing/data/tokenizer.py).
-  vocab_size: int = 259
-  # Width of the residual stream.
-  d_model: int = 512
-  # Number of Transformer blocks.
-  num_layers: int = 4
-  # Attention heads; head_dim = d_model // num_heads.
-  num_heads: int = 4
-  # Key/value heads, shared by num_heads // num_kv_heads query heads each
-  # (grouped-query attention); 0: num_heads (multi-head attention).
-  num_kv_heads: int = 0
-  # Hidden width of the SwiGLU MLP (gate and up projections each).
-  d_ff: int = 1408
-  # Longest sequence the model is meant for (RoPE itself has no table).
-  max_len: int = 256
-  # RoPE base frequency.
-  rope_base: float = 10_000.0
-  # Llama 3 RoPE scaling (factor, low_freq_factor, high_freq_factor,
-  # original_max_position_embeddings); () for none. See models/rope.py.
-  rope_scaling: tuple = ()
-  # Biases on the query/key/value projections (Qwen2); none elsewhere.
-  qkv_bias: bool = False
-  # The output projection is the input embedding's transpose (no own kernel).
-  tie_embeddings: bool = False
-  # Embedding/unembedding rows are padded to a multiple of this (speed and
-  # shardability); padded logits are dropped, never part of the softmax.
-  vocab_multiple: int = 8
-  # Epsilon inside RMSNorm.
-  norm_eps: float = 1e-6
-  # Input embedding: 'take' (gather) or 'one_hot' (one-hot @ table matmul).
-  embed_lookup: str = 'take'
-  # Dtype of activations and matmuls; logits are always returned in float32.
-  dtype: jnp.dtype = jnp.float32
-  # Dtype the parameters are stored in.
-  param_dtype: jnp.dtype = jnp.float32
-
-  def __post_init__(self):
-    g, h = self.num_kv_heads, self.num_heads
-    if g < 0 or (g and h % g):
-      raise ValueError(f'model.num_kv_heads: must divide num_heads {h} (or be '
-                       f'0 for num_heads), got {g}')
-
-  @property
-  def head_dim(self) -> int:
-    return self.d_model // self.num_heads
-
-  @property
-  def kv_heads(self) -> int:
-    """Key/value heads: num_kv_heads, or num_heads when that is 0."""
-    return self.num_kv_heads or self.num_heads
-
-  @property
-  def grouped(self) -> bool:
-    """Grouped-query attention: fewer key/value heads than query heads."""
-    return self.kv_heads < self.num_heads
-
-  @property
-  def padded_vocab(self) -> int:
-    m = self.vocab_multiple
-    return -(-self.vocab_size // m) * m
-
-
-def _param(rngs, init, shape, names, dtype):
-  """An nnx.Param with logical axis names, left unsharded until jit."""
-  init = nnx.with_partitioning(init, names, eager_sharding=False)
-  return nnx.Param(init(rngs.params(), shape, dtype))
-
-
-def _normal(stddev: float):
-  return jax.nn.initializers.normal(stddev)
-
-
-def dense(x_BxLxD, w_DxF):
-  """x @ w over the last axis of x and all axes of w after the first.
-
-  The token axes are flattened first so every matmul (and its transposes in
-  the backward pass) is a single-contraction 2-D dot: with several
-  contracting axes XLA canonicalizes the weight-gradient dot by transposing
-  the big activation gradient, which costs ~20% of a CPU train step.
-  """
-  *lead, d = x_BxLxD.shape
-  w_shape = w_DxF.shape[1:]
-  y_NxF = jnp.dot(x_BxLxD.reshape(-1, d), w_DxF.reshape(d, -1))
-  return y_NxF.reshape(*lead, *w_shape)
-
-
-class RMSNorm(nnx.Module):
-  """Root-mean-square layer norm with a learned scale."""
-
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.eps = cfg.norm_eps
-    self.scale = _param(
-        rngs, jax.nn.initializers.ones, (cfg.d_model,), ('embed',),
-        cfg.param_dtype)
-
-  def __call__(self, x_BxLxD):
-    x32 = x_BxLxD.astype(jnp.float32)
-    rms = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return (x32 * rms * self.scale[...]).astype(x_BxLxD.dtype)
-
-
-class Attention(nnx.Module):
-  """Causal self-attention: multi-head, or grouped-query (G < H kv heads).
-
-  Multi-head attention stores Q, K, V as one fused (D, 3, H, K) kernel;
-  grouped-query attention a (D, H, K) query kernel and a (D, 2, G, K)
-  key/value kernel, query head h attending with key/value head h // (H / G).
-  """
-
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.cfg = cfg
-    d, h, g, k = cfg.d_model, cfg.num_heads, cfg.kv_heads, cfg.head_dim
-    if cfg.grouped:
-      self.q_DxHxK = _param(
-          rngs, _normal(d**-0.5), (d, h, k), ('embed', 'heads', 'kv'),
-          cfg.param_dtype)
-      self.kv_Dx2xGxK = _param(
-          rngs, _normal(d**-0.5), (d, 2, g, k), ('embed', None, 'heads', 'kv'),
-          cfg.param_dtype)
-    else:
-      self.qkv_Dx3xHxK = _param(
-          rngs, _normal(d**-0.5), (d, 3, h, k), ('embed', None, 'heads', 'kv'),
-          cfg.param_dtype)
-    if cfg.qkv_bias:  # (3, H, K) fused, or q (H, K) and kv (2, G, K) with GQA
-      zeros = jax.nn.initializers.zeros
-      if cfg.grouped:
-        self.q_bias_HxK = _param(rngs, zeros, (h, k), ('heads', 'kv'), cfg.param_dtype)
-        self.kv_bias_2xGxK = _param(rngs, zeros, (2, g, k), (None, 'heads', 'kv'),
-                                    cfg.param_dtype)
-      else:
-        self.qkv_bias_3xHxK = _param(rngs, zeros, (3, h, k), (None, 'heads', 'kv'),
-                                     cfg.param_dtype)
-    out_std = (h * k) ** -0.5 / math.sqrt(2 * cfg.num_layers)
-    self.out_HxKxD = _param(
-        rngs, _normal(out_std), (h, k, d), ('heads', 'kv', 'embed'),
-        cfg.param_dtype)
-
-  def project(self, x_BxLxD):
-    """Queries q_BxLxHxK and keys, values k/v_BxLxGxK, before RoPE.
-
-    A fused kernel is sliced on the (small) weight side and applied as
-    separate dots: slicing a fused (B, L, 3, H, K) activation instead makes
-    the backward pass build a padded copy of its gradient.
-    """
-    dtype = self.cfg.dtype
-    if self.cfg.grouped:
-      kv_Dx2xGxK = self.kv_Dx2xGxK[...].astype(dtype)
-      qkv = (dense(x_BxLxD, self.q_DxHxK[...].astype(dtype)),
-             dense(x_BxLxD, kv_Dx2xGxK[:, 0]),
-             dense(x_BxLxD, kv_Dx2xGxK[:, 1]))
-      if self.cfg.qkv_bias:
-        kv_bias_2xGxK = self.kv_bias_2xGxK[...].astype(dtype)
-        biases = (self.q_bias_HxK[...].astype(dtype), kv_bias_2xGxK[0], kv_bias_2xGxK[1])
-    else:
-      qkv_Dx3xHxK = self.qkv_Dx3xHxK[...].astype(dtype)
-      qkv = tuple(dense(x_BxLxD, qkv_Dx3xHxK[:, i]) for i in range(3))
-      if self.cfg.qkv_bias:
-        biases = tuple(self.qkv_bias_3xHxK[...].astype(dtype))
-    if self.cfg.qkv_bias:
-      qkv = tuple(y + b for y, b in zip(qkv, biases))
-    return qkv
-
-  def output(self, out_BxLxHxK):
-    """Per-head attention outputs -> the residual update, x_BxLxD."""
-    b, length, h, k = out_BxLxHxK.shape
-    out_HKxD = self.out_HxKxD[...].astype(self.cfg.dtype).reshape(h * k, -1)
-    return dense(out_BxLxHxK.reshape(b, length, h * k), out_HKxD)
-
-  def __call__(self, x_BxLxD):
-    cfg = self.cfg
-    q_BxLxHxK, k_BxLxGxK, v_BxLxGxK = self.project(x_BxLxD)
-    q_BxLxHxK = rope(q_BxLxHxK * cfg.head_dim**-0.5, cfg.rope_base, None, cfg.rope_scaling)
-    k_BxLxGxK = rope(k_BxLxGxK, cfg.rope_base, None, cfg.rope_scaling)
-    b, length, h, k = q_BxLxHxK.shape
-    causal_LxL = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
-
-    def causal_softmax(scores_xLxL):
-      scores_xLxL = jnp.where(causal_LxL, scores_xLxL.astype(jnp.float32),
-                              -1e30)
-      return jax.nn.softmax(scores_xLxL, axis=-1).astype(cfg.dtype)
-
-    if cfg.grouped:
-      # Each kv head serves a group of R = H / G consecutive query heads: a
-      # grouped einsum, no repeated copy of the keys and values.
-      g = cfg.kv_heads
-      q_BxLxGxRxK = q_BxLxHxK.reshape(b, length, g, h // g, k)
-      probs_BxGxRxLxL = causal_softmax(jnp.einsum(
-          'BLGRK,BMGK->BGRLM', q_BxLxGxRxK, k_BxLxGxK))
-      out_BxLxGxRxK = jnp.einsum('BGRLM,BMGK->BLGRK', probs_BxGxRxLxL,
-                                 v_BxLxGxK)
-      return self.output(out_BxLxGxRxK.reshape(b, length, h, k))
-    # Multi-head attention: G = H.
-    probs_BxHxLxL = causal_softmax(jnp.einsum(
-        'BLHK,BMHK->BHLM', q_BxLxHxK, k_BxLxGxK))
-    out_BxLxHxK = jnp.einsum('BHLM,BMHK->BLHK', probs_BxHxLxL, v_BxLxGxK)
-    return self.output(out_BxLxHxK)
-
-
-@jax.custom_vjp
-def swiglu(gate_BxLxF, up_BxLxF):
-  """silu(gate) * up, with a hand-written VJP that saves only its inputs.
-
-  Autodiff would also store sigmoid(gate) and silu(gate) and spread the
-  backward over several elementwise passes; this keeps one pass each way.
-  """
-  return jax.nn.silu(gate_BxLxF) * up_BxLxF
-
-
-def _swiglu_fwd(gate_BxLxF, up_BxLxF):
-  return swiglu(gate_BxLxF, up_BxLxF), (gate_BxLxF, up_BxLxF)
-
-
-def _swiglu_bwd(res, dh_BxLxF):
-  gate_BxLxF, up_BxLxF = res
-  # sigmoid via tanh so XLA does not CSE it with the forward pass's sigmoid
-  # (which would store it as a residual instead of fusing it away).
-  sig_BxLxF = 0.5 + 0.5 * jnp.tanh(0.5 * gate_BxLxF)
-  dgate_BxLxF = dh_BxLxF * up_BxLxF * sig_BxLxF * (
-      1 + gate_BxLxF * (1 - sig_BxLxF))
-  return dgate_BxLxF, dh_BxLxF * gate_BxLxF * sig_BxLxF
-
-
-swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
-
-
-class Mlp(nnx.Module):
-  """SwiGLU MLP: down(silu(x @ gate) * (x @ up)); gate/up stored fused."""
-
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.cfg = cfg
-    d, f = cfg.d_model, cfg.d_ff
-    self.gate_up_Dx2xF = _param(
-        rngs, _normal(d**-0.5), (d, 2, f), ('embed', None, 'mlp'),
-        cfg.param_dtype)
-    self.down_FxD = _param(
-        rngs, _normal(f**-0.5 / math.sqrt(2 * cfg.num_layers)), (f, d),
-        ('mlp', 'embed'), cfg.param_dtype)
-
-  def __call__(self, x_BxLxD):
-    dtype = self.cfg.dtype  # Gate and up: two dots, as for QKV above.
-    gate_up_Dx2xF = self.gate_up_Dx2xF[...].astype(dtype)
-    gate_BxLxF = dense(x_BxLxD, gate_up_Dx2xF[:, 0])
-    up_BxLxF = dense(x_BxLxD, gate_up_Dx2xF[:, 1])
-    h_BxLxF = swiglu(gate_BxLxF, up_BxLxF)
-    return dense(h_BxLxF, self.down_FxD[...].astype(dtype))
-
-
-class Block(nnx.Module):
-  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
-
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.attn_norm = RMSNorm(cfg, rngs=rngs)
-    self.attn = Attention(cfg, rngs=rngs)
-    self.mlp_norm = RMSNorm(cfg, rngs=rngs)
-    self.mlp = Mlp(cfg, rngs=rngs)
-
-  def __call__(self, x_BxLxD):
-    x_BxLxD += self.attn(self.attn_norm(x_BxLxD))
-    return x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
+# What a rematerialized block keeps for the backward pass.
+REMAT_POLICIES = {'full': None,  # only its input
+                  'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 class Transformer(nnx.Module):
@@ -298,8 +36,16 @@ class Transformer(nnx.Module):
     vp, d = cfg.padded_vocab, cfg.d_model
     self.embed_VxD = _param(
         rngs, _normal(1.0), (vp, d), ('vocab', 'embed'), cfg.param_dtype)
-    self.blocks = nnx.List([Block(cfg, rngs=rngs)
-                            for _ in range(cfg.num_layers)])
+    if cfg.scan_layers:  # one Block whose parameters have a leading layer axis
+      @nnx.split_rngs(splits=cfg.num_layers)
+      @nnx.vmap(in_axes=0, out_axes=0,
+                transform_metadata={nnx.PARTITION_NAME: 'layers'})
+      def stacked(rngs):
+        return Block(cfg, rngs=rngs)
+      self.blocks = stacked(rngs)
+    else:
+      self.blocks = nnx.List([Block(cfg, rngs=rngs)
+                              for _ in range(cfg.num_layers)])
     self.final_norm = RMSNorm(cfg, rngs=rngs)
     if not cfg.tie_embeddings:
       self.unembed_DxV = _param(
@@ -324,10 +70,58 @@ class Transformer(nnx.Module):
     return logits_BxLxVp[..., :self.cfg.vocab_size].astype(jnp.float32)
 
   def __call__(self, tokens_BxL):
+    cfg = self.cfg
+    apply = lambda block, x_BxLxD: block(x_BxLxD)
+    if cfg.remat != 'none':
+      apply = nnx.remat(apply, policy=REMAT_POLICIES[cfg.remat])
     x_BxLxD = self.embed(tokens_BxL)
-    for block in self.blocks:
-      x_BxLxD = block(x_BxLxD)
+    if cfg.scan_layers:
+      scan = nnx.scan(apply, in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
+                      transform_metadata={nnx.PARTITION_NAME: 'layers'})
+      x_BxLxD = scan(self.blocks, x_BxLxD)
+    else:
+      for block in self.blocks:
+        x_BxLxD = apply(block, x_BxLxD)
     return self.unembed(self.final_norm(x_BxLxD))
+
+
+def path_name(path) -> str:
+  """A flattened-state path as 'blocks.0.attn.q_DxHxK' (no trailing '.value')."""
+  keys = [str(getattr(p, 'key', getattr(p, 'name', getattr(p, 'idx', p)))) for p in path]
+  return '.'.join(keys).removesuffix('.value')
+
+
+def flat_params(params) -> dict:
+  """{name: array} with one 'blocks.<i>.X' per layer, whether the model scans its layers or not."""
+  out = {}
+  for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+    name = path_name(path)
+    if name.startswith('blocks.') and not name.split('.')[1].isdigit():
+      out.update({f'blocks.{i}.{name[7:]}': x[i] for i in range(x.shape[0])})
+    else:
+      out[name] = x
+  return out
+
+
+def relayout(params, like):
+  """`params` in `like`'s structure: a per-layer model's as a scanned one's, or back."""
+  flat = flat_params(params)
+
+  def take(path, leaf):
+    name = path_name(path)
+    if name in flat:
+      return flat[name]
+    return jnp.stack([flat[f'blocks.{i}.{name[7:]}'] for i in range(leaf.shape[0])])
+  return jax.tree_util.tree_map_with_path(take, like)
+
+
+def layer_blocks(model: Transformer) -> list[Block]:
+  """The model's blocks in order (a scanned model's stack, sliced per layer)."""
+  if not model.cfg.scan_layers:
+    return list(model.blocks)
+  graphdef, state = nnx.split(model.blocks)
+  return [nnx.merge(graphdef, jax.tree.map(lambda x, i=i: x[i], state))
+          for i in range(model.cfg.num_layers)]
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:

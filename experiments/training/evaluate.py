@@ -54,12 +54,21 @@ def generate(graphdef, params, prompts: Sequence[str], max_new: int,
              tok: tokenizer.Tokenizer = tokenizer.BYTES) -> list[str]:
   """Greedy continuations of each prompt (max_new tokens of `tok`), cut at the first EOS."""
   encoded = [tok.encode(p, bos=True) for p in prompts]
-  lengths_N = np.array([len(e) for e in encoded], np.int32)
-  prompt_NxP = np.full((len(encoded), lengths_N.max()), tok.pad_id, np.int32)
+  # Prompt length and count are padded up to buckets (powers of two, at least 16 and 8), so a new
+  # suite reuses a compiled decoder; padding prompts are a lone BOS and are dropped.
+  n, p = _bucket(len(encoded), 8), _bucket(max(len(e) for e in encoded), 16)
+  lengths_N = np.ones(n, np.int32)
+  prompt_NxP = np.full((n, p), tok.pad_id, np.int32)
+  prompt_NxP[:, 0] = tok.bos_id
   for i, e in enumerate(encoded):
     prompt_NxP[i, :len(e)] = e
+    lengths_N[i] = len(e)
   out_NxM = np.asarray(decode.greedy_decode(graphdef, params, prompt_NxP, lengths_N, max_new))
-  return [tok.decode(row) for row in out_NxM]
+  return [tok.decode(row) for row in out_NxM[:len(encoded)]]
+
+
+def _bucket(size: int, smallest: int) -> int:
+  return max(smallest, 1 << (size - 1).bit_length())
 
 
 def exact_match(graphdef, params, items, max_new: int,

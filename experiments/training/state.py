@@ -73,7 +73,8 @@ def run_model_config(config) -> transformer.ModelConfig:
   folder = hf_folder(config.init_from)
   if not folder:
     return presets.model_config(config.model, config.seq_len, run_tokenizer(config).vocab_size)
-  model_config = hf.model_config(hf.read_config(folder), config.seq_len)
+  model_config = hf.model_config(hf.read_config(folder), config.seq_len,
+                                 **presets.compute_fields(config.model))
   vocab = run_tokenizer(config).vocab_size
   if vocab > model_config.vocab_size:
     raise ValueError(f'tokenizer: {vocab} ids, more than the vocabulary of {folder} '
@@ -104,11 +105,16 @@ def _model_and_init(config):
   return graphdef, init, tx, schedule
 
 
+def param_rules(config):
+  """Logical axes -> mesh axes: tensor parallel, plus FSDP over 'data' with config.mesh.fsdp."""
+  return sharding_lib.rules(config.mesh.get('fsdp', False))
+
+
 def abstract_train_state(config, mesh):
   """The train state's shapes, dtypes and shardings, nothing allocated (e.g. to restore into)."""
   _, init, _, _ = _model_and_init(config)
   abstract = jax.eval_shape(lambda: init(config.seed, None))
-  sharding = sharding_lib.state_shardings(abstract, mesh)
+  sharding = sharding_lib.state_shardings(abstract, mesh, param_rules(config))
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
                       sharding)
 
@@ -123,7 +129,8 @@ def build_train_state(config, mesh, seeds: Sequence[int] | None = None, init_par
   graphdef, init, tx, schedule = _model_and_init(config)
   if seeds is None:
     make = lambda params: init(config.seed, params)
-    sharding = sharding_lib.state_shardings(jax.eval_shape(make, init_params), mesh)
+    sharding = sharding_lib.state_shardings(jax.eval_shape(make, init_params), mesh,
+                                            param_rules(config))
     state = jax.jit(make, out_shardings=sharding)(init_params)
   else:
     sharding = member_sharding(mesh, len(seeds))

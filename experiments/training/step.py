@@ -76,10 +76,44 @@ def domain_mean(loss_sum_D: jax.Array, tokens_D: jax.Array) -> jax.Array:
   return jnp.where(tokens_D > 0, loss_sum_D / jnp.maximum(tokens_D, 1.0), 0.0)
 
 
+def _accumulated_grads(graphdef, params, batch: Batch, num_domains: int,
+                       microbatches: int):
+  """The whole batch's (loss, aux) and gradient, `microbatches` rows at a time.
+
+  Microbatch m takes rows m, m + M, m + 2M, ... (so each device holds its share
+  of every microbatch) and contributes sum(ce * mask) / (the whole batch's
+  tokens): the gradients add up to the one-batch gradient exactly.
+  """
+  tokens = jnp.maximum(jnp.sum(batch['mask_BxL'].astype(jnp.float32)), 1.0)
+  split = lambda x: jnp.swapaxes(
+      x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]), 0, 1)
+  micro = jax.tree.map(split, batch)
+
+  def objective(params, mb):
+    _, aux = loss_fn(nnx.merge(graphdef, params), mb, num_domains)
+    return jnp.sum(aux['domain_loss_sum_D']) / tokens, aux
+
+  def body(carry, mb):
+    grads, loss_sum_D, tokens_D = carry
+    (_, aux), g = jax.value_and_grad(objective, has_aux=True)(params, mb)
+    return (jax.tree.map(jnp.add, grads, g), loss_sum_D + aux['domain_loss_sum_D'],
+            tokens_D + aux['domain_tokens_D']), None
+
+  zeros_D = jnp.zeros((num_domains,), jnp.float32)
+  init = (jax.tree.map(jnp.zeros_like, params), zeros_D, zeros_D)
+  (grads, loss_sum_D, tokens_D), _ = jax.lax.scan(body, init, micro)
+  loss = jnp.sum(loss_sum_D) / jnp.maximum(jnp.sum(tokens_D), 1.0)
+  aux = {'token_loss': loss, 'domain_loss_sum_D': loss_sum_D, 'domain_tokens_D': tokens_D}
+  return (loss, aux), grads
+
+
 def train_step(graphdef: nnx.GraphDef, state: TrainState, batch: Batch, *,
-               tx: optax.GradientTransformation, num_domains: int):
+               tx: optax.GradientTransformation, num_domains: int,
+               microbatches: int = 1):
   """One AdamW update. Pure: returns (new_state, metrics).
 
+  microbatches > 1 accumulates the gradient over that many slices of the
+  batch (the same update, less activation memory).
   metrics: 'loss' (the optimized objective), 'token_loss', 'domain_loss_D'
   (per-domain mean, 0 where the domain is absent: check 'domain_tokens_D'),
   'domain_tokens_D', 'grad_norm' (global norm before clipping).
@@ -88,8 +122,12 @@ def train_step(graphdef: nnx.GraphDef, state: TrainState, batch: Batch, *,
     model = nnx.merge(graphdef, params)
     return loss_fn(model, batch, num_domains)
 
-  (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(
-      state.params)
+  if microbatches > 1:
+    (loss, aux), grads = _accumulated_grads(graphdef, state.params, batch,
+                                            num_domains, microbatches)
+  else:
+    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {'loss': loss, 'token_loss': aux['token_loss'],
@@ -116,6 +154,13 @@ def make_schedule(lr: float, warmup_steps: int, total_steps: int,
       end_value=lr * end_lr_ratio)
 
 
+def _is_matrix(x) -> bool:
+  """A weight matrix (decayed), not a vector such as a norm scale: a scanned model's leading
+  'layers' axis does not count."""
+  names = (x.get_metadata().get('out_sharding') or ()) if isinstance(x, nnx.Variable) else ()
+  return x.ndim - (1 if names and names[0] == 'layers' else 0) > 1
+
+
 def make_optimizer(lr: float, warmup_steps: int, total_steps: int,
                    weight_decay: float = 0.1, clip_norm: float | None = 1.0,
                    b1: float = 0.9, b2: float = 0.95,
@@ -126,7 +171,8 @@ def make_optimizer(lr: float, warmup_steps: int, total_steps: int,
   Weight decay applies to matrices only (not RMSNorm scales).
   """
   schedule = make_schedule(lr, warmup_steps, total_steps, end_lr_ratio)
-  decay_mask = lambda params: jax.tree.map(lambda x: x.ndim > 1, params)
+  decay_mask = lambda params: jax.tree.map(
+      _is_matrix, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
   adamw = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay,
                       mask=decay_mask)
   if clip_norm is None:
@@ -136,14 +182,14 @@ def make_optimizer(lr: float, warmup_steps: int, total_steps: int,
 
 def jit_train_step(mesh: jax.sharding.Mesh, graphdef: nnx.GraphDef,
                    state_sharding: Any, tx: optax.GradientTransformation,
-                   num_domains: int):
+                   num_domains: int, microbatches: int = 1):
   """`train_step` under jax.jit with explicit shardings; donates the state.
 
   Returns fn(state, batch) -> (state, metrics). The batch is split over
   'data'; metrics are replicated.
   """
   step = functools.partial(train_step, graphdef, tx=tx,
-                           num_domains=num_domains)
+                           num_domains=num_domains, microbatches=microbatches)
   replicated = sharding_lib.replicated(mesh)
   return jax.jit(
       step,

@@ -48,7 +48,7 @@ class Trainer(loop_lib.Loop):
     self.schedule = built.schedule
     num_domains = len(self.names)
     self.train_fn = step_lib.jit_train_step(self.mesh, self.graphdef, self.state_sharding,
-                                            built.tx, num_domains)
+                                            built.tx, num_domains, config.get('microbatches', 1))
     self.eval_fn = step_lib.jit_eval_step(self.mesh, self.graphdef, self.state_sharding.params,
                                           num_domains)
     self.eval_set = evaluate_lib.heldout_batches(self.domains, config.eval_batches,

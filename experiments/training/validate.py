@@ -89,6 +89,7 @@ def check_config(config: ml_collections.ConfigDict):
   if config.mesh.data == 0:
     raise ValueError('mesh.data: -1 (every device not on the model axis) or a device count, got 0')
   presets.resolve(config.model)
+  presets.compute_fields(config.model)
   names, weights = load_lib.parse_mixture(config.domains)
   sampler_lib.validate_weights(weights, names, 'domains')
   for name, spec in config.domain_files.items():
@@ -139,6 +140,10 @@ def check_batch(config, data_devices: int):
   if config.batch_size % data_devices:
     raise ValueError(f'batch_size: {config.batch_size} is not divisible by the {data_devices} '
                      'data-parallel devices (of all processes)')
+  m = config.get('microbatches', 1)
+  if not isinstance(m, int) or m < 1 or config.batch_size % (m * data_devices):
+    raise ValueError(f'microbatches: must be >= 1 and split batch_size {config.batch_size} into '
+                     f'equal parts over the {data_devices} data-parallel devices, got {m!r}')
 
 
 def check_run(config: ml_collections.ConfigDict):
