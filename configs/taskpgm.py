@@ -51,6 +51,7 @@ def get_config(variant: str = ''):
   t.base_root = '/tmp/mixlab_base'  # base models are cached here, by their config
   t.single_task_steps = 40  # steps of each single-task fine-tune (one population)
   t.probes = 64  # P probe inputs, drawn from the validation parts
+  t.probe_top_k = 0  # V kept per probe position: the base model's top-k tokens + the rest (0: all)
   # u_i, each task's utility measured on the validation parts only (scaled to max |u| = 1):
   # 'val_choice' (single-task model's multiple-choice accuracy gain over the base, averaged over the
   # suites), 'val_acc' (the same with exact match: slow, decodes every validation item per task),

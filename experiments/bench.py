@@ -5,6 +5,7 @@ r"""Benchmarks that print tables (measured in one run; ratios where a comparison
   python -m experiments.bench --only=model     # tokens/s, FLOPs/token and MFU of the LMs
   python -m experiments.bench --only=population  # K=16 proxies: one population vs sequential
   python -m experiments.bench --only=taskpgm   # JSD/PMI potentials for N=1,000 tasks; vs a loop
+  python -m experiments.bench --only=scale     # 1B Llama step memory (FSDP, remat), compile (scan), decoding
 """
 
 import importlib
@@ -14,7 +15,8 @@ from absl import flags
 from experiments.training import cli
 
 SECTIONS = {'data': 'experiments.recipes.bench_data', 'model': 'experiments.recipes.bench_model',
-            'population': 'experiments.recipes.bench_population', 'taskpgm': 'experiments.recipes.bench_taskpgm'}
+            'population': 'experiments.recipes.bench_population', 'taskpgm': 'experiments.recipes.bench_taskpgm',
+            'scale': 'experiments.recipes.bench_scale'}
 
 _ONLY = flags.DEFINE_list('only', list(SECTIONS), f'Sections to run, of {", ".join(SECTIONS)}.')
 

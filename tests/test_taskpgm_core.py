@@ -279,3 +279,19 @@ def test_exhaustive_value_matches_enumeration_and_bounds_greedy():
     best = greedy.exhaustive_value(u, r, 0.4, k, chunk=17)  # chunks smaller than C(n, k)
     assert best == pytest.approx(greedy.brute_force_best(u, r, 0.4, k)[1], abs=1e-12)
     assert greedy.greedy_select(u, r, 0.4, k)[1] <= best + 1e-12
+
+
+def test_top_k_support_keeps_mass_and_bounds_jsd_from_below():
+  rng = np.random.default_rng(0)
+  logits = rng.standard_normal((6, 8, 50)) * 2
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  support = potentials.top_k_support(probs.mean(0), 10)
+  assert support.shape == (8, 10)
+  reduced = np.stack([potentials.reduce_to_support(p, support) for p in probs])
+  assert reduced.shape == (6, 8, 11)
+  np.testing.assert_allclose(reduced.sum(-1), 1.0, rtol=1e-5)
+  full, small = potentials.jsd_matrix(probs), potentials.jsd_matrix(reduced)
+  assert (small <= full + 1e-5).all() and small[np.triu_indices(6, 1)].min() > 0
+  everything = potentials.top_k_support(probs.mean(0), 50)  # the whole vocabulary: exact
+  whole = np.stack([potentials.reduce_to_support(p, everything) for p in probs])
+  np.testing.assert_allclose(potentials.jsd_matrix(whole), full, atol=1e-5)

@@ -20,6 +20,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N_BIG, N_SMALL, P, V = 1000, 100, 256, 259
+# A subword vocabulary: probes reduced to the base model's top-K tokens plus the rest's mass.
+V_LARGE, TOP_K, N_EXACT = 32_000, 255, 12
 TARGET_S, TARGET_MIB = 30.0, 4096.0  # 4 GiB
 
 
@@ -36,6 +38,56 @@ def _random_probs(n: int, seed: int = 0) -> np.ndarray:
     e = np.exp(logits - logits.max(-1, keepdims=True))
     probs[i] = e / e.sum(-1, keepdims=True)
   return probs
+
+
+def _peaked_probs(rng, prior_PxV) -> np.ndarray:
+  """One fine-tuned model's probs: the shared base distribution's logits plus its own noise."""
+  logits = prior_PxV + rng.standard_normal(prior_PxV.shape, dtype=np.float32)
+  e = np.exp(logits - logits.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _prior(seed: int = 0) -> np.ndarray:
+  """Base-model logits over V_LARGE: Zipf-like (1.1 log rank), a random token order per position."""
+  rng = np.random.default_rng(seed)
+  ranks = -1.1 * np.log(np.arange(1, V_LARGE + 1, dtype=np.float32))
+  return np.stack([ranks[rng.permutation(V_LARGE)] for _ in range(P)])
+
+
+def _worker_vocab(n: int, exact: bool) -> dict:
+  """N models over V_LARGE, each reduced to the base's top-K support as it is produced."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_num_cpu_devices', os.cpu_count() or 1)
+  from mixing.taskpgm import potentials  # pylint: disable=g-import-not-at-top
+  prior = _prior()
+  base = np.exp(prior - prior.max(-1, keepdims=True))
+  support = potentials.top_k_support(base / base.sum(-1, keepdims=True), TOP_K)
+  rng, out = np.random.default_rng(1), {'base_mib': _rss_mib()}
+  reduced, full, start = [], [], time.perf_counter()
+  for _ in range(n):
+    p = _peaked_probs(rng, prior)
+    reduced.append(potentials.reduce_to_support(p, support))
+    if exact:
+      full.append(p)
+  out['reduce'] = time.perf_counter() - start
+  reduced = np.stack(reduced)
+  out['kept_mass'] = float(1 - reduced[..., -1].mean())
+  start = time.perf_counter()
+  jsd, pmi = potentials.jsd_matrix(reduced), potentials.pmi_matrix(reduced)
+  out['potentials'] = time.perf_counter() - start
+  if exact:
+    full = np.stack(full)
+    upper = np.triu_indices(n, 1)
+    jsd_full, pmi_full = potentials.jsd_matrix(full), potentials.pmi_matrix(full)
+    out['jsd_err'] = float(np.abs(jsd - jsd_full)[upper].max())
+    out['pmi_err'] = float(np.abs(pmi - pmi_full)[upper].max())
+    out['jsd_full_mean'] = float(jsd_full[upper].mean())
+    rank = lambda x: np.argsort(np.argsort(x[upper]))
+    out['rank_corr'] = float(np.corrcoef(rank(jsd), rank(jsd_full))[0, 1])
+    out['pmi_rank_corr'] = float(np.corrcoef(rank(pmi), rank(pmi_full))[0, 1])
+    out['pmi_full_mean'] = float(pmi_full[upper].mean())
+  out['peak_mib'] = _rss_mib()
+  return out
 
 
 def _worker(n: int, compare_loop: bool) -> dict:
@@ -68,13 +120,13 @@ def _worker(n: int, compare_loop: bool) -> dict:
   return out
 
 
-def _run(n: int, compare_loop: bool) -> dict:
+def _run(n: int, compare_loop: bool, vocab: bool = False) -> dict:
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
   flags = [f for f in env.get('XLA_FLAGS', '').split() if 'host_platform_device_count' not in f]
   env['XLA_FLAGS'] = ' '.join(flags)  # the worker sets jax_num_cpu_devices itself
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.recipes.bench_taskpgm', f'--worker={n}',
-       *(['--compare_loop'] if compare_loop else [])],
+       *(['--compare_loop'] if compare_loop else []), *(['--vocab'] if vocab else [])],
       cwd=ROOT, env=env, capture_output=True, text=True, check=False)
   if proc.returncode:
     raise RuntimeError(f'bench_taskpgm worker N={n} failed:\n{proc.stderr[-2000:]}')
@@ -112,13 +164,35 @@ def report() -> str:
       f'JSD {small["jsd_err"]:.1e}, PMI {small["pmi_err"]:.1e}) | > 1x | '
       f'{_status(small["loop"] > vectorized)} |',
   ]
+  large, exact = _run(N_BIG, False, vocab=True), _run(N_EXACT, True, vocab=True)
+  rows += [
+      '', f'### A {V_LARGE:,}-token vocabulary (taskpgm.probe_top_k = {TOP_K}: each probe position '
+      f'keeps the base model\'s top {TOP_K} tokens and one bucket for the rest, V = {TOP_K + 1})',
+      'Models: a Zipf-like base distribution per position (random token order) plus N(0, 1) logit '
+      'noise per task; each model is reduced as it is produced, so no N x P x V array of the full '
+      'vocabulary exists.', '',
+      '| measurement | value |', '|---|---:|',
+      f'| N={N_BIG}: make + reduce the models | {large["reduce"]:.1f} s |',
+      f'| N={N_BIG}: JSD + PMI on the reduced probes | {large["potentials"]:.1f} s |',
+      f'| N={N_BIG}: peak RSS | {large["peak_mib"]:.0f} MiB (full V would need '
+      f'{N_BIG * P * V_LARGE * 4 / 2**30:.0f} GiB for the input alone) |',
+      f'| probability mass kept on the support | {large["kept_mass"]:.3f} |',
+      f'| N={N_EXACT}, reduced vs full vocabulary: max abs error JSD | {exact["jsd_err"]:.2e} (mean '
+      f'JSD {exact["jsd_full_mean"]:.3f}) |',
+      f'| N={N_EXACT}, reduced vs full vocabulary: max abs error PMI | {exact["pmi_err"]:.2e} (mean '
+      f'PMI {exact["pmi_full_mean"]:.3f}) |',
+      f'| N={N_EXACT}: rank correlation of the pairs, reduced vs full | JSD '
+      f'{exact["rank_corr"]:.3f}, PMI {exact["pmi_rank_corr"]:.3f} |',
+  ]
   return '\n'.join(rows)
 
 
 def main(argv) -> None:
   worker = [a for a in argv[1:] if a.startswith('--worker=')]
   if worker:
-    print(json.dumps(_worker(int(worker[0].split('=', 1)[1]), '--compare_loop' in argv)))
+    n = int(worker[0].split('=', 1)[1])
+    print(json.dumps(_worker_vocab(n, '--compare_loop' in argv) if '--vocab' in argv else
+                     _worker(n, '--compare_loop' in argv)))
   else:
     print(report())
 

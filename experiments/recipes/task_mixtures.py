@@ -193,8 +193,11 @@ def potentials_stage(config, workdir, tasks, domains, suite_items, base_params, 
   mean_choice = lambda rows: np.array([np.mean(list(r.values())) for r in rows])
   base_choice = mean_choice(choice_scores_K(pop.graphdef, base_params, val_set, False))[0]
   choice_gain = mean_choice(choice_scores_K(pop.graphdef, pop.state.params, val_set, True))
-  base_nll, _ = _teacher_forced(pop.graphdef, base_params, [it for _, it in val], config.seq_len,
-                                tok)
+  base_nll, base_p = _teacher_forced(pop.graphdef, base_params, [it for _, it in val],
+                                     config.seq_len, tok)
+  # A large vocabulary: each probe position keeps the base model's top-k tokens plus the rest's mass.
+  support = (potentials.top_k_support(np.concatenate([base_p[i] for i in probe_ids]),
+                                      t.probe_top_k) if t.get('probe_top_k', 0) else None)
   base_acc = val_acc(base_params) if _needs_em(t) else None
   loss_gain, acc_gain, probs = [], [], []
   for k in range(len(tasks)):
@@ -203,6 +206,8 @@ def potentials_stage(config, workdir, tasks, domains, suite_items, base_params, 
     loss_gain.append(gain_per_suite(base_nll, nll))
     acc_gain.append(float(np.mean(val_acc(params) - base_acc)) if _needs_em(t) else np.nan)
     probs.append(np.concatenate([p[i] for i in probe_ids]))
+    if support is not None:
+      probs[-1] = potentials.reduce_to_support(probs[-1], support)
     log(f'single-task model {tasks[k]}: validation choice accuracy gain '
         f'{choice_gain[k] - base_choice:+.4f}, NLL gain {loss_gain[-1]:+.4f}')
   # Every probe counts the same, however many target positions it has.

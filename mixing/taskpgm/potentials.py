@@ -202,3 +202,22 @@ def pairwise_numpy_loop(probs_NxPxV, weights_P=None, eps: float = 1e-12
       pmi[i, j] = pmi[j, i] = (np.log(max(num, eps))
                                - np.log(max(pbar_NxV[i] @ pbar_NxV[j], eps)))
   return jsd, pmi
+
+
+def top_k_support(reference_PxV, k: int) -> np.ndarray:
+  """idx_PxK: per probe position, the k most probable tokens of a reference distribution (e.g. the
+  base model's, which every single-task model starts from)."""
+  reference_PxV = np.asarray(reference_PxV)
+  k = min(k, reference_PxV.shape[1])
+  return np.argpartition(-reference_PxV, k - 1, axis=1)[:, :k]
+
+
+def reduce_to_support(probs_PxV, idx_PxK) -> np.ndarray:
+  """probs_Px(K+1): each position's probabilities on its support, then the rest's mass in one last
+  column (rows keep their sums). JSD on the result is a lower bound of the full-vocabulary JSD
+  (merging outcomes never increases a divergence) and equal to it when the rest carries no mass;
+  this is how TaskPGM runs with a large vocabulary (`taskpgm.probe_top_k`)."""
+  probs_PxV = np.asarray(probs_PxV, np.float32)
+  kept_PxK = np.take_along_axis(probs_PxV, idx_PxK, axis=1)
+  rest_P = np.maximum(probs_PxV.sum(1) - kept_PxK.sum(1), 0.0)
+  return np.concatenate([kept_PxK, rest_P[:, None]], axis=1)
