@@ -89,6 +89,16 @@ def state_shardings(state: Any, mesh: Mesh, rules=RULES) -> Any:
       is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def constrain_batch(x):
+  """Keeps an activation's leading (batch) axis on 'data' while a step is traced under its mesh
+  (`jax.set_mesh`, as step.jit_train_step does): with FSDP the partitioner then gathers each
+  weight where it is used instead of gathering the activations. A no-op outside such a trace."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or 'data' not in mesh.axis_names or x.shape[0] % mesh.shape['data']:
+    return x
+  return jax.lax.with_sharding_constraint(x, PartitionSpec('data'))
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Shards the leading (batch) dimension over 'data', the rest replicated."""
   return NamedSharding(mesh, PartitionSpec('data'))

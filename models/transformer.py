@@ -21,6 +21,7 @@ import jax.numpy as jnp
 # The names other modules and tests use as models.transformer.<name>.
 from models.config import REMAT, ModelConfig  # pylint: disable=unused-import
 from models.layers import Attention, Block, Mlp, RMSNorm, _normal, _param, dense, swiglu  # pylint: disable=unused-import
+from models import sharding
 from models.rope import rope  # pylint: disable=unused-import
 
 # What a rematerialized block keeps for the backward pass.
@@ -74,14 +75,16 @@ class Transformer(nnx.Module):
     apply = lambda block, x_BxLxD: block(x_BxLxD)
     if cfg.remat != 'none':
       apply = nnx.remat(apply, policy=REMAT_POLICIES[cfg.remat])
-    x_BxLxD = self.embed(tokens_BxL)
+    apply_constrained = lambda block, x_BxLxD: sharding.constrain_batch(
+        apply(block, x_BxLxD))
+    x_BxLxD = sharding.constrain_batch(self.embed(tokens_BxL))
     if cfg.scan_layers:
-      scan = nnx.scan(apply, in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
+      scan = nnx.scan(apply_constrained, in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
                       transform_metadata={nnx.PARTITION_NAME: 'layers'})
       x_BxLxD = scan(self.blocks, x_BxLxD)
     else:
       for block in self.blocks:
-        x_BxLxD = apply(block, x_BxLxD)
+        x_BxLxD = apply_constrained(block, x_BxLxD)
     return self.unembed(self.final_norm(x_BxLxD))
 
 

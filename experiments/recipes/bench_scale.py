@@ -100,7 +100,7 @@ def _bbh_prompts(n: int, shots: int = 3) -> list[str]:
   return prompts[::4][:n] + prompts[1::4][:max(0, n - len(prompts[::4]))]
 
 
-def decoding(n: int = 32, max_new: int = 8, repeats: int = 3) -> dict:
+def decoding(n: int = 16, max_new: int = 8, repeats: int = 2) -> dict:
   """Items/s of the stepwise decoder and of the prefill on the same bucketed prompts."""
   from mixing.data import tokenizer  # pylint: disable=g-import-not-at-top
   prompts = _bbh_prompts(n)

@@ -180,6 +180,16 @@ def make_optimizer(lr: float, warmup_steps: int, total_steps: int,
   return optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
 
 
+def _under_mesh(mesh, fn):
+  """fn traced with `mesh` set, so the model can pin its activations' batch
+  axis to 'data' (sharding.constrain_batch)."""
+  @functools.wraps(fn)
+  def traced(*args):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args)
+  return traced
+
+
 def jit_train_step(mesh: jax.sharding.Mesh, graphdef: nnx.GraphDef,
                    state_sharding: Any, tx: optax.GradientTransformation,
                    num_domains: int, microbatches: int = 1):
@@ -188,8 +198,9 @@ def jit_train_step(mesh: jax.sharding.Mesh, graphdef: nnx.GraphDef,
   Returns fn(state, batch) -> (state, metrics). The batch is split over
   'data'; metrics are replicated.
   """
-  step = functools.partial(train_step, graphdef, tx=tx,
-                           num_domains=num_domains, microbatches=microbatches)
+  step = _under_mesh(mesh, functools.partial(
+      train_step, graphdef, tx=tx, num_domains=num_domains,
+      microbatches=microbatches))
   replicated = sharding_lib.replicated(mesh)
   return jax.jit(
       step,
