@@ -80,17 +80,31 @@ class BuiltinOptions:
   chunk_chars: int = 4096  # corpus domains: documents are cut at line ends into chunks of about this size
 
 
-def _is_heldout(key: str, seed: int, percent: int) -> bool:
+def _hash_percent(key: str, seed: int) -> int:
   digest = hashlib.sha256(f'{seed}:{key}'.encode()).digest()
-  return int.from_bytes(digest[:4], 'little') % 100 < percent
+  return int.from_bytes(digest[:4], 'little') % 100
+
+
+def _is_heldout(key: str, seed: int, percent: int) -> bool:
+  return _hash_percent(key, seed) < percent
 
 
 def _corpus_domain(name, named_texts, seed, opts: BuiltinOptions) -> Domain:
-  """Splits (id, text) pairs by a seeded hash of the id, then chunks every text into documents."""
-  train, heldout = [], []
+  """Splits (id, text) pairs by a seeded hash of the id, then chunks every text into documents.
+
+  A source of few long texts (Shakespeare's 37 plays) can hash none into held-out for some seed:
+  then the text with the lowest hash is held out, so every seed has both splits.
+  """
+  train, heldout, lowest = [], [], None
   for key, text in named_texts:
     split = heldout if _is_heldout(key, seed, opts.heldout_percent) else train
+    start = len(split)
     split.extend(Document('', chunk) for chunk in chunk_text(text, opts.chunk_chars))
+    if split is train and (lowest is None or _hash_percent(key, seed) < lowest[0]):
+      lowest = (_hash_percent(key, seed), start, len(train))
+  if not heldout and lowest is not None and len(train) > lowest[2] - lowest[1]:
+    _, start, stop = lowest
+    heldout, train = train[start:stop], train[:start] + train[stop:]
   return Domain(name, train, heldout)
 
 
