@@ -14,8 +14,8 @@ import pytest
 from safetensors import safe_open
 
 from configs import tiny
-from experiments import export as export_cli
 from experiments.recipes import continual
+from experiments.recipes import hf_export
 from experiments.recipes import runs
 from experiments.training import metrics as metrics_lib
 from experiments.training import workdir as workdir_lib
@@ -147,7 +147,7 @@ def test_init_from_hf_trains_from_the_checkpoint_and_exports_it(hf_dir, tmp_path
   frozen.steps = 2
   workdir_lib.claim(str(tmp_path / 'frozen'), frozen)  # as experiments.train does
   runs.make_trainer(frozen, str(tmp_path / 'frozen'), quiet=True).run()
-  files = export_cli.export(str(tmp_path / 'frozen'), str(tmp_path / 'out'), 1 << 30)
+  files = hf_export.export(str(tmp_path / 'frozen'), str(tmp_path / 'out'), 1 << 30)
   assert {'config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'} <= set(files)
   ours, theirs = _tensors(str(tmp_path / 'out')), _tensors(hf_dir)
   assert sorted(ours) == sorted(theirs) and 'lm_head.weight' not in ours  # tied, as SmolLM

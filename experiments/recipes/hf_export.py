@@ -1,0 +1,41 @@
+"""A mixlab run's newest model as a Hugging Face checkpoint folder (the `experiments.export` CLI)."""
+
+import json
+import os
+import shutil
+
+import ml_collections
+
+from experiments.training import runtime
+from experiments.training import state as state_lib
+from mixing import checkpoint as checkpoint_lib
+from models import hf
+
+
+def export(workdir: str, out: str, max_shard_bytes: int) -> list[str]:
+  """Writes `out`; returns the files written."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise ValueError(f'workdir: no run config.json in {workdir!r}')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  like = state_lib.abstract_train_state(config, runtime.make_mesh(config))
+  params = checkpoint_lib.load_run_state(workdir, like).params
+  source = state_lib.hf_folder(config.init_from)
+  files = hf.export(params, state_lib.run_model_config(config), out,
+                    hf.read_config(source) if source else None, max_shard_bytes)
+  tok = state_lib.run_tokenizer(config)
+  if tok.kind != 'bytes':
+    spec = config.get('tokenizer', '') or source
+    file = os.path.join(spec, 'tokenizer.json') if os.path.isdir(spec) else spec
+    if tok.kind == 'sentencepiece' and not os.path.exists(file):
+      file = os.path.join(spec, 'tokenizer.model')
+    names = [(file, 'tokenizer.model' if tok.kind == 'sentencepiece' else 'tokenizer.json')]
+    beside = os.path.join(os.path.dirname(file), 'tokenizer_config.json')
+    if tok.kind == 'hf' and os.path.exists(beside):
+      names.append((beside, 'tokenizer_config.json'))
+    for src, name in names:
+      if os.path.abspath(src) != os.path.abspath(os.path.join(out, name)):
+        shutil.copyfile(src, os.path.join(out, name))
+      files.append(name)
+  return files
