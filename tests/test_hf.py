@@ -174,6 +174,13 @@ def test_hf_checkpoint_is_the_continual_base_model(hf_dir, tmp_path):
     np.testing.assert_array_equal(a, b)
   assert not os.path.exists(config.continual.base_root)  # nothing trained
   assert continual.continual_config(config, quiet=True).init_from == f'hf:{hf_dir}'
+  from configs import taskpgm  # pylint: disable=g-import-not-at-top
+  tp = taskpgm.get_config()  # TaskPGM's base model (its single-task models start from it) too
+  tp.init_from = f'hf:{hf_dir}'
+  tp.taskpgm.base_root = str(tmp_path / 'tp_bases')
+  for a, b in zip(jax_leaves(continual.base_params(tp, spec=tp.taskpgm)),
+                  jax_leaves(_load(hf_dir, tp.seq_len)[2])):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_bad_checkpoints_are_one_clear_error(tmp_path):
