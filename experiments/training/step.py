@@ -183,10 +183,11 @@ def make_optimizer(lr: float, warmup_steps: int, total_steps: int,
 def _under_mesh(mesh, fn):
   """fn traced with `mesh` set, so the model can pin its activations' batch
   axis to 'data' (sharding.constrain_batch)."""
-  @functools.wraps(fn)
   def traced(*args):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       return fn(*args)
+  # jit names the computation after it ('jit(train_step)' in logs and profiles).
+  traced.__name__ = getattr(fn, '__name__', getattr(getattr(fn, 'func', None), '__name__', 'step'))
   return traced
 
 
