@@ -39,8 +39,7 @@ def train() -> str:
   opts = domains_lib.BuiltinOptions()
   texts = []
   for name in names:
-    domain = (load_lib.file_domain(name, files[name], _DATA_DIR.value, _SEED.value, opts)
-              if name in files else domains_lib.builtin_domain(name, _SEED.value, opts))
+    domain = load_lib.build_domain(name, files, _DATA_DIR.value, _SEED.value, opts)
     texts += [d.prompt + d.completion for d in domain.train]
   path = bpe.train(texts, _VOCAB.value, _OUT.value, _MIN_FREQ.value)
   tok = tokenizer.load(_OUT.value)

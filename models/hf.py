@@ -115,8 +115,8 @@ def _span(s: slice, n: int) -> tuple[int, int]:
 def _heads_rows(files, name, sh, sk, h, k, cols=slice(None)) -> np.ndarray:
   """Rows h*K+k of a (H*K, ...) tensor for heads sh and dims sk, as (nh, nk, ...)."""
   h0, h1 = _span(sh, h)
-  rows = files.read(name, slice(h0 * k, h1 * k), cols) if cols is not None else (
-      files.read(name, slice(h0 * k, h1 * k)))
+  heads = slice(h0 * k, h1 * k)
+  rows = files.read(name, heads) if cols is None else files.read(name, heads, cols)
   return rows.reshape(h1 - h0, k, *rows.shape[1:])[:, sk]
 
 

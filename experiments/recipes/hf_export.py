@@ -25,13 +25,9 @@ def export(workdir: str, out: str, max_shard_bytes: int) -> list[str]:
   files = hf.export(params, state_lib.run_model_config(config), out,
                     hf.read_config(source) if source else None, max_shard_bytes)
   tok = state_lib.run_tokenizer(config)
-  if tok.kind != 'bytes':
-    spec = config.get('tokenizer', '') or source
-    file = os.path.join(spec, 'tokenizer.json') if os.path.isdir(spec) else spec
-    if tok.kind == 'sentencepiece' and not os.path.exists(file):
-      file = os.path.join(spec, 'tokenizer.model')
-    names = [(file, 'tokenizer.model' if tok.kind == 'sentencepiece' else 'tokenizer.json')]
-    beside = os.path.join(os.path.dirname(file), 'tokenizer_config.json')
+  if tok.kind != 'bytes':  # the tokenizer file, and a tokenizer_config.json beside a tokenizer.json
+    beside = os.path.join(os.path.dirname(tok.path), 'tokenizer_config.json')
+    names = [(tok.path, 'tokenizer.model' if tok.kind == 'sentencepiece' else 'tokenizer.json')]
     if tok.kind == 'hf' and os.path.exists(beside):
       names.append((beside, 'tokenizer_config.json'))
     for src, name in names:

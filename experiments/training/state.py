@@ -8,7 +8,6 @@ the mesh's data axis when K divides by it.
 """
 
 import dataclasses
-import os
 from typing import Any, Callable, Sequence
 
 from flax import nnx
@@ -60,8 +59,7 @@ def run_tokenizer(config) -> tokenizer.Tokenizer:
   folder = hf_folder(config.get('init_from', ''))
   spec = config.get('tokenizer', '')
   if not spec and folder:
-    if not any(os.path.exists(os.path.join(folder, f)) for f in ('tokenizer.json',
-                                                                 'tokenizer.model')):
+    if tokenizer.file_of(folder) is None:
       raise ValueError(f"tokenizer: '' takes the checkpoint's, but {folder} has no tokenizer.json "
                        'or tokenizer.model (name one with --config.tokenizer=PATH)')
     spec = folder

@@ -108,13 +108,11 @@ def check_config(config: ml_collections.ConfigDict):
   for section in ('continual', 'taskpgm'):  # where base models are cached
     if section in config and 'base_root' in config[section]:
       cli.check_writable(f'{section}.base_root', config[section].base_root)
-  if state_lib.hf_folder(config.init_from):
-    state_lib.run_model_config(config)  # config.json readable and supported, tokenizer fits
-    state_lib.run_tokenizer(config)
-  elif config.init_from and not os.path.isdir(os.path.join(config.init_from, 'checkpoints')):
+  hf = state_lib.hf_folder(config.init_from)
+  if config.init_from and not hf and not os.path.isdir(os.path.join(config.init_from, 'checkpoints')):
     raise ValueError(f'init_from: no checkpoints in {config.init_from!r}')
-  else:
-    state_lib.run_tokenizer(config)
+  # The tokenizer loads; an hf: checkpoint's config.json is readable, supported, and fits it.
+  state_lib.run_model_config(config)
 
 
 def mesh_shape(config) -> tuple[int, int]:

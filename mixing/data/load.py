@@ -75,6 +75,16 @@ def file_domain(name: str, spec: FileDomainSpec, data_dir: str, seed: int,
                 answer_regex=regex, max_decode_len=min(max_len, 512))
 
 
+def build_domain(name: str, files: Mapping[str, FileDomainSpec], data_dir: str, seed: int,
+                 opts: domains_lib.BuiltinOptions) -> Domain:
+  """The unpacked domain `name`: a file domain if `files` names it, else a built-in one."""
+  if name not in files:
+    return domains_lib.builtin_domain(name, seed, opts)
+  domain = file_domain(name, files[name], data_dir, seed, opts)
+  domains_lib.check_not_empty(domain)
+  return domain
+
+
 def load_domains(names: Sequence[str], seq_len: int, seed: int = 0,
                  files: Mapping[str, FileDomainSpec] | None = None, data_dir: str = '',
                  opts: domains_lib.BuiltinOptions = domains_lib.BuiltinOptions(),
@@ -88,11 +98,7 @@ def load_domains(names: Sequence[str], seq_len: int, seed: int = 0,
   files, train_docs = files or {}, train_docs or {}
   out = []
   for name in names:
-    if name in files:
-      domain = file_domain(name, files[name], data_dir, seed, opts)
-      domains_lib.check_not_empty(domain)
-    else:
-      domain = domains_lib.builtin_domain(name, seed, opts)
+    domain = build_domain(name, files, data_dir, seed, opts)
     if name in train_docs:
       domain = dataclasses.replace(domain, train=domain.train[:max(int(train_docs[name]), 1)])
     out.append(packing.pack_domain(domain, seq_len, loss_on_prompt, tok))

@@ -110,6 +110,7 @@ class HFTokenizer(Tokenizer):
 
   def __init__(self, path: str):
     import tokenizers  # pylint: disable=g-import-not-at-top
+    self.path = path
     self._tok = tokenizers.Tokenizer.from_file(path)
     self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
     vocab = self._tok.get_vocab(with_added_tokens=True)
@@ -138,6 +139,7 @@ class SentencePieceTokenizer(Tokenizer):
 
   def __init__(self, path: str):
     import sentencepiece  # pylint: disable=g-import-not-at-top
+    self.path = path
     self._sp = sentencepiece.SentencePieceProcessor(model_file=path)
     self.vocab_size = self._sp.get_piece_size()
     self.eos_id = self._sp.eos_id()
@@ -157,6 +159,17 @@ class SentencePieceTokenizer(Tokenizer):
 BYTES = ByteTokenizer()
 
 
+def file_of(spec: str) -> str | None:
+  """The file a tokenizer spec names: the path itself, or a folder's tokenizer.json (else its
+  tokenizer.model); None where there is none."""
+  if os.path.isdir(spec):
+    for name in ('tokenizer.json', 'tokenizer.model'):
+      if os.path.isfile(os.path.join(spec, name)):
+        return os.path.join(spec, name)
+    return None
+  return spec if os.path.isfile(spec) else None
+
+
 @functools.lru_cache(maxsize=8)
 def load(spec: str = 'bytes') -> Tokenizer:
   """The tokenizer `spec` names: 'bytes', a tokenizer.json (or its folder), or a SentencePiece .model.
@@ -166,12 +179,8 @@ def load(spec: str = 'bytes') -> Tokenizer:
   spec = str(spec or 'bytes')
   if spec == 'bytes':
     return BYTES
-  path = os.path.join(spec, 'tokenizer.json') if os.path.isdir(spec) else spec
-  if os.path.isdir(spec) and not os.path.exists(path):
-    model = os.path.join(spec, 'tokenizer.model')
-    if os.path.exists(model):
-      path = model
-  if not os.path.isfile(path):
+  path = file_of(spec)
+  if path is None:
     raise ValueError(f"tokenizer: {spec!r} is neither 'bytes' nor a tokenizer.json / .model file "
                      'or a folder holding one')
   try:
