@@ -32,15 +32,17 @@ def get_config() -> ml_collections.ConfigDict:
   # The mixture: 'name[:weight],...'. Built-in names: see mixing/data/domains.py; a name listed in
   # `domain_files` is read from that file instead. The weights are the static mixer's.
   config.domains = 'code/python:1,prose/plays:1,math/easy:1'
-  # name -> {path, fields ('input,target' for JSONL, '' for text), ...}: see load.FileDomainSpec.
+  # name -> {path (globs), fields ('' text, 'field', 'input,target'), format, ...}: load.FileDomainSpec;
+  # on the command line: --domain=NAME=GLOB[@field|@input,target][:weight] (added to `domains`).
   config.domain_files = ml_collections.ConfigDict()
 
   config.data = ml_collections.ConfigDict()
   config.data.seed = 0  # seeds the domains' contents: generated documents and held-out splits
-  config.data.dir = '/tmp/mixlab_data'  # cache for file domains built through TFDS (array_record)
+  config.data.dir = '/tmp/mixlab_data'  # cache of built file domains (ArrayRecord shards); may be gs://
   config.data.num_train = 4000  # generated domains: training documents
   config.data.num_heldout = 200  # generated domains: held-out documents (eval items come from these)
-  config.data.chunk_chars = 4096  # corpus and file domains: document size, in characters
+  config.data.chunk_chars = 4096  # document size: characters (corpus domains), UTF-8 bytes (text files)
+  config.data.build_workers = 0  # processes that build file domains (0: one per CPU core)
   config.data.loss_on_prompt = True  # False: only completions (answers) carry loss, as in SFT
 
   config.model = models.get_config('quickstart')  # presets and per-field overrides: models/presets.py

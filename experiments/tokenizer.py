@@ -5,7 +5,7 @@ r"""Tokenizer tools: train a byte-level BPE on domains, or show how a tokenizer 
   python -m experiments.tokenizer show --tokenizer=/tmp/bpe2k --text='def f(x): return x'
 
 `train` reads the domains' training documents (built-in names, or file domains with
---file=name=path[@input,target] as in mixing.data.inspect) and writes OUT/tokenizer.json and
+--domain=NAME=GLOB[@field|@input,target], streamed from the files) and writes OUT/tokenizer.json and
 OUT/tokenizer_config.json; a run uses it with --config.tokenizer=OUT.
 """
 
@@ -18,10 +18,7 @@ from mixing.data import load as load_lib
 from mixing.data import tokenizer
 
 _DOMAINS = flags.DEFINE_string('domains', 'code/python,prose/plays,math/easy',
-                               'train: comma-separated domains whose training documents are read.')
-_FILES = flags.DEFINE_multi_string('file', [], 'train: a file domain, name=path[@input_field,'
-                                   'target_field]; repeat for more.')
-_DATA_DIR = flags.DEFINE_string('data_dir', '/tmp/mixlab_data', 'Where file domains are cached.')
+                               'train: comma-separated domains whose training documents are read (--domain adds file domains).')
 _VOCAB = flags.DEFINE_integer('vocab_size', 2048, 'train: vocabulary size, specials included.')
 _MIN_FREQ = flags.DEFINE_integer('min_frequency', 2, 'train: fewest occurrences of a merged pair.')
 _OUT = flags.DEFINE_string('out', '', 'train: the folder to write.')
@@ -34,13 +31,14 @@ def train() -> str:
   if not _OUT.value:
     raise ValueError("out: required (the folder to write), got ''")
   cli.check_writable('out', _OUT.value)
-  files = load_lib.parse_files(_FILES.value)
-  names, _ = load_lib.parse_mixture(_DOMAINS.value)
+  mixture, files = load_lib.merge_domain_flags(_DOMAINS.value, cli.DOMAIN.value)
+  names, _ = load_lib.parse_mixture(mixture)
   opts = domains_lib.BuiltinOptions()
+  for name, spec in files.items():
+    load_lib.check_file_spec(name, spec)
   texts = []
   for name in names:
-    domain = load_lib.build_domain(name, files, _DATA_DIR.value, _SEED.value, opts)
-    texts += [d.prompt + d.completion for d in domain.train]
+    texts += list(load_lib.domain_texts(name, files, _SEED.value, opts))
   path = bpe.train(texts, _VOCAB.value, _OUT.value, _MIN_FREQ.value)
   tok = tokenizer.load(_OUT.value)
   total_bytes = sum(len(t.encode('utf-8')) for t in texts)
@@ -69,7 +67,7 @@ def main(argv):
 
 def console():
   """The `mixlab-tokenizer` command."""
-  cli.run(main)
+  cli.run(main, reads_domains=True)
 
 
 if __name__ == '__main__':

@@ -108,7 +108,11 @@ CASES = [
     ('bench-unknown-section', 'bench', ['--only=nope'], "only: unknown section 'nope'"),
     ('inspect-seq-len-0', 'inspect', ['--seq_len=0'], 'seq_len: must be positive'),
     ('inspect-unknown-flag', 'inspect', ['--nope=1'], "'nope'"),
-    ('inspect-bad-file-flag', 'inspect', ['--file=nameonly'], 'file: expected name=path'),
+    ('inspect-bad-domain-flag', 'inspect', ['--domain=nameonly'], 'domain: expected NAME=GLOB'),
+    ('train-bad-domain-flag', 'train', [_TINY, '--workdir={run}', '--domain=x={tmp}/none/*.txt'],
+     "domain_files.x.path: no files match '{tmp}/none/*.txt'"),
+    ('report-takes-no-domain', 'report', ['--workdir={run}', '--domain=x=/a'],
+     "domain: 'x=/a': this command takes no domains"),
 ]
 
 

@@ -1,248 +1,217 @@
-"""Tests of mixing.data.files: TFDS array_record builds of local files."""
+"""Reading corpora (mixing/data/formats.py): every format and compression gives the same documents."""
 
-import collections
+import gzip
 import json
 import os
-import sys
 
-import grain
+from array_record.python import array_record_module
+from etils import epath
+import numpy as np
 import pytest
 
-from mixing.data import files
+from mixing.data import formats
+from mixing.data import load as load_lib
 
-GSM_LIKE = [
-    {'question': 'What is 2 + 3?', 'answer': '2 + 3 = 5\n#### 5', 'id': 1},
-    {'question': 'Ünïcödé ✓ and "quotes"?', 'answer': 'yes\u2028no'},
-    {'question': '', 'answer': 'empty question'},
-] + [{'question': f'q{i}', 'answer': f'a{i}'} for i in range(40)]
-
-TEXT = ''.join(f'Line {i}: to be or not to be, ñ {"x" * (i % 37)}\n'
-               for i in range(300)) + 'CRLF line\r\nlast line, no newline'
+DOCS = [f'document {i}: naïve café ✓ 数学 {"x" * (i % 7)}' for i in range(40)]
+PAIRS = [{'question': f'What is {i} + 1?', 'answer': f'#### {i + 1}'} for i in range(30)]
 
 
-def _write(path, text):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(text.encode('utf-8'))
-  return str(path)
+def _read(globs, **reading):
+  reading = formats.Reading(**reading)
+  files = formats.expand(globs, reading)
+  return [(prompt, completion, None if ids is None else ids.tolist())
+          for unit in formats.plan(files, reading)
+          for _, prompt, completion, ids in formats.documents(unit, reading)]
 
 
-def _write_jsonl(path, rows):
-  return _write(path, ''.join(json.dumps(r, ensure_ascii=False) + '\n'
-                                  for r in rows))
+def _zst(data: bytes) -> bytes:
+  import zstandard  # pylint: disable=import-outside-toplevel
+  return zstandard.ZstdCompressor().compress(data)
 
 
-def _reassemble(loaded, seed, fraction):
-  """Puts train and heldout records back in source order."""
-  num_docs = len(loaded['train']) + len(loaded['heldout'])
-  train, heldout = files.split_indices(num_docs, fraction, seed)
-  docs = [None] * num_docs
-  for split, indices in (('train', train), ('heldout', heldout)):
-    for position, index in enumerate(indices):
-      docs[index] = loaded[split][position]
-  return docs
+def _write_records(path, records):
+  writer = array_record_module.ArrayRecordWriter(str(path), 'group_size:1')
+  for r in records:
+    writer.write(r)
+  writer.close()
 
 
-def _cache_entries(data_dir):
-  return sorted(os.listdir(data_dir)) if os.path.isdir(data_dir) else []
+def _tfds_dir(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  class Corpus(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, disable_shuffling=True,
+                                   features=tfds.features.FeaturesDict(
+                                       {'text': tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      return {'train': self._generate_examples(DOCS), 'test': self._generate_examples(['held back'])}
+
+    def _generate_examples(self, texts):
+      for i, text in enumerate(texts):
+        yield i, {'text': text}
+
+  folder = tmp_path / 'tfds'
+  if not (folder / 'corpus').exists():
+    builder = Corpus(data_dir=str(folder), file_format='array_record')
+    tfds.display_progress_bar(False)
+    builder.download_and_prepare(download_dir=str(tmp_path / 'dl'),
+                                 download_config=tfds.download.DownloadConfig(
+                                     compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  return str(folder / 'corpus' / '1.0.0')
+  return builder.data_dir
 
 
-def test_jsonl_reads_back_without_tensorflow(tmp_path, capsys):
-  path = _write_jsonl(tmp_path / 'gsm.jsonl', GSM_LIKE)
-  spec = files.FileSpec(path, fields=('question', 'answer'),
-                        heldout_fraction=0.2)
-  loaded = files.load(spec, str(tmp_path / 'cache'), seed=3)
-  expected = [{'question': r['question'], 'answer': r['answer']}
-              for r in GSM_LIKE]
-  assert _reassemble(loaded, 3, 0.2) == expected
-  assert len(loaded['heldout']) == round(len(GSM_LIKE) * 0.2)
-  record = loaded['train'][0]
-  assert all(isinstance(v, str) for v in record.values())
-  assert loaded['train'][-1] == loaded['train'][len(loaded['train']) - 1]
-  with pytest.raises(IndexError):
-    loaded['train'][len(loaded['train'])]
-  assert list(loaded['train']) == [loaded['train'][i]
-                                   for i in range(len(loaded['train']))]
-  dataset = grain.MapDataset.source(loaded['heldout'])
-  assert len(dataset) == len(loaded['heldout'])
-  assert dataset[1] == loaded['heldout'][1]
-  assert 'tensorflow' not in sys.modules
-  assert capsys.readouterr().out == ''  # TFDS banners and bars are silenced.
+def test_every_record_format_and_compression_reads_back_the_same_documents(tmp_path):
+  jsonl = ''.join(json.dumps({'text': d, 'id': i}) + '\n' for i, d in enumerate(DOCS)).encode()
+  (tmp_path / 'a.jsonl').write_bytes(jsonl)
+  (tmp_path / 'a.jsonl.gz').write_bytes(gzip.compress(jsonl))
+  (tmp_path / 'a.jsonl.zst').write_bytes(_zst(jsonl))
+  (tmp_path / 'a.json').write_text(json.dumps([{'text': d} for d in DOCS]))
+  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  pq.write_table(pa.table({'text': DOCS, 'n': list(range(40))}), tmp_path / 'a.parquet',
+                 row_group_size=16)  # three row groups: three units
+  _write_records(tmp_path / 'a.array_record', [d.encode() for d in DOCS])
+  expected = [('', d, None) for d in DOCS]
+  for name in ('a.jsonl', 'a.jsonl.gz', 'a.jsonl.zst', 'a.json', 'a.parquet', 'a.array_record'):
+    assert _read([str(tmp_path / name)]) == expected, name
+  assert _read([_tfds_dir(tmp_path)]) == expected
+  assert _read([_tfds_dir(tmp_path)], split='test') == [('', 'held back', None)]
+  with pytest.raises(ValueError, match="split: .* has no split 'dev'"):
+    _read([_tfds_dir(tmp_path)], split='dev')
 
 
-def test_text_file_chunks_reassemble(tmp_path):
-  path = _write(tmp_path / 'play.txt', TEXT)
-  spec = files.FileSpec(path, chunk_chars=500, heldout_fraction=0.1)
-  loaded = files.load(spec, str(tmp_path / 'cache'))
-  chunks = [r['text'] for r in _reassemble(loaded, 0, 0.1)]
-  assert ''.join(chunks) == TEXT
-  assert len(chunks) > 20
-  assert all(len(c) <= 500 for c in chunks)
-  assert all(c.endswith('\n') for c in chunks[:-1])  # Cut at line ends.
-  assert set(loaded['train'][0]) == {'text'}
-  assert 'tensorflow' not in sys.modules
+def test_text_files_chunk_back_to_their_bytes_compressed_or_not(tmp_path):
+  text = ''.join(f'line {i} ü✓ {"long " * (i % 50)}\n' for i in range(400)) + 'x' * 9000
+  (tmp_path / 'a.txt').write_text(text)
+  (tmp_path / 'b.txt.gz').write_bytes(gzip.compress(text.encode()))
+  (tmp_path / 'c.md.zst').write_bytes(_zst(text.encode()))
+  for name in ('a.txt', 'b.txt.gz', 'c.md.zst'):
+    chunks = [c for _, c, _ in _read([str(tmp_path / name)], chunk_bytes=1000)]
+    assert ''.join(chunks) == text, name
+    assert all(len(c.encode()) <= 1000 for c in chunks)
+    assert all(c.endswith('\n') or set(c) == {'x'} for c in chunks)  # at line ends but in long lines
 
 
-def test_chunk_text_splits_overlong_lines():
-  text = 'a' * 25 + '\nbb\n' + 'c' * 3
-  chunks = files.chunk_text(text, 10)
-  assert ''.join(chunks) == text
-  assert all(len(c) <= 10 for c in chunks)
+def test_units_split_big_files_at_line_starts(tmp_path, monkeypatch):
+  monkeypatch.setattr(formats, 'UNIT_BYTES', 100)
+  lines = ''.join(json.dumps({'text': f'{i} ' * (i % 9)}) + '\n' for i in range(200))
+  (tmp_path / 'big.jsonl').write_text(lines)
+  (tmp_path / 'big.txt').write_text(lines)
+  reading = formats.Reading()
+  units = formats.plan(formats.expand([str(tmp_path / 'big.jsonl')], reading), reading)
+  assert len(units) > 50
+  assert [c for _, c, _ in _read([str(tmp_path / 'big.jsonl')])] == [
+      json.loads(l)['text'] for l in lines.splitlines()]
+  assert ''.join(c for _, c, _ in _read([str(tmp_path / 'big.txt')], chunk_bytes=64)) == lines
 
 
-def test_folder_chunks_reassemble(tmp_path):
-  folder = tmp_path / 'books'
-  _write(folder / 'b.txt', TEXT[:3000])
-  _write(folder / 'a.txt', TEXT[3000:])
-  _write(folder / 'empty.txt', '\n \n')
-  _write(folder / 'notes.md', 'not matched')
-  _write(folder / 'sub' / 'c.txt', 'not matched either')
-  spec = files.FileSpec(str(folder), chunk_chars=400)
-  loaded = files.load(spec, str(tmp_path / 'cache'))
-  text = ''.join(r['text'] for r in _reassemble(loaded, 0, 0.05))
-  assert text == TEXT[3000:] + TEXT[:3000]  # Files in sorted order.
-  spec = files.FileSpec(str(folder), chunk_chars=400, glob='**/*.txt')
-  loaded = files.load(spec, str(tmp_path / 'cache'))
-  text = ''.join(r['text'] for r in _reassemble(loaded, 0, 0.05))
-  assert text == TEXT[3000:] + TEXT[:3000] + 'not matched either'
+def test_recursive_globs_folders_and_hidden_files(tmp_path):
+  (tmp_path / 'c' / 'sub' / 'deep').mkdir(parents=True)
+  (tmp_path / 'c' / '.git').mkdir()
+  for rel, text in {'a.txt': 'top\n', 'sub/extra.md': 'extra\n', 'sub/deep/z.txt': 'deep\n',
+                    '.hidden.txt': 'hidden\n', '.git/config': 'git\n'}.items():
+    (tmp_path / 'c' / rel).write_text(text)
+  texts = lambda *globs: sorted(c for _, c, _ in _read([str(tmp_path / 'c' / g) for g in globs]))
+  assert texts('') == ['deep\n', 'extra\n', 'top\n']  # a folder: every file under it
+  assert texts('**/*.txt') == ['deep\n', 'top\n']
+  assert texts('*.txt') == ['top\n']
+  assert texts('sub/**/*') == ['deep\n', 'extra\n']
+  assert texts('**/*.md', 'a.txt') == ['extra\n', 'top\n']
+  with pytest.raises(ValueError, match=r"path: no files match '.*\*\*/\*\.rst'"):
+    texts('**/*.rst')
 
 
-def test_cache_is_reused_and_rebuilt_on_change(tmp_path, monkeypatch):
-  path = tmp_path / 'data.jsonl'
-  _write_jsonl(path, GSM_LIKE)
-  data_dir = str(tmp_path / 'cache')
-  builds = []
-  build = files._build
-  monkeypatch.setattr(files, '_build',
-                      lambda *a: builds.append(a) or build(*a))
-  spec = files.FileSpec(str(path), fields=('question',))
-  first = files.load(spec, data_dir)
-  entries = _cache_entries(data_dir)
-  second = files.load(spec, data_dir)
-  assert len(builds) == 1 and _cache_entries(data_dir) == entries
-  assert list(first['train']) == list(second['train'])
-
-  _write_jsonl(path, GSM_LIKE[:10] + [{'question': 'new one', 'answer': ''}])
-  changed = files.load(spec, data_dir)
-  assert len(builds) == 2
-  assert {'question': 'new one'} in (list(changed['train']) +
-                                     list(changed['heldout']))
-  files.load(spec, data_dir, seed=1)  # The seed is part of the fingerprint.
-  assert len(builds) == 3
-  assert not [e for e in _cache_entries(data_dir) if e.startswith('.tmp')]
+def test_prompt_answer_template_and_named_text_field(tmp_path):
+  (tmp_path / 'qa.jsonl').write_text(''.join(json.dumps(p) + '\n' for p in PAIRS))
+  docs = _read([str(tmp_path / 'qa.jsonl')], fields=('question', 'answer'),
+               template='Q: {input}\nA:')
+  assert docs[3] == ('Q: What is 3 + 1?\nA:', ' #### 4', None)
+  assert [c for _, c, _ in _read([str(tmp_path / 'qa.jsonl')], fields=('answer',))][:2] == [
+      '#### 1', '#### 2']
 
 
-def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
-  path = _write_jsonl(tmp_path / 'data.jsonl', GSM_LIKE)
-  data_dir = str(tmp_path / 'cache')
-  spec = files.FileSpec(path, fields=('answer',))
-
-  def broken(self, docs):
-    yield 0, {'f0': docs[0][0]}
-    raise RuntimeError('disk on fire')
-
-  with monkeypatch.context() as patch:
-    patch.setattr(files._FileBuilder, '_generate_examples', broken)
-    with pytest.raises(RuntimeError, match='disk on fire'):
-      files.load(spec, data_dir)
-  assert _cache_entries(data_dir) == []
-  loaded = files.load(spec, data_dir)
-  assert len(loaded['train']) + len(loaded['heldout']) == len(GSM_LIKE)
+def test_tokenized_array_records_are_ids(tmp_path):
+  ids = [np.arange(i, i + 5, dtype='<i4') for i in range(3)]
+  _write_records(tmp_path / 'tok.array_record', [a.tobytes() for a in ids])
+  got = _read([str(tmp_path / 'tok.array_record')], format='tokens')
+  assert [g[2] for g in got] == [a.tolist() for a in ids]
 
 
-def test_split_is_deterministic_disjoint_and_covering(tmp_path):
-  for num_docs in (2, 3, 10, 101):
-    train, heldout = files.split_indices(num_docs, 0.05, seed=7)
-    assert (train, heldout) == files.split_indices(num_docs, 0.05, seed=7)
-    assert train and heldout and not set(train) & set(heldout)
-    assert sorted(train + heldout) == list(range(num_docs))
-  assert files.split_indices(1, 0.5, seed=0) == ([0], [0])
-  assert (files.split_indices(1000, 0.1, 0) !=
-          files.split_indices(1000, 0.1, 1))
-
-  rows = [{'question': f'q{i % 7}', 'answer': 'x'} for i in range(50)]
-  path = _write_jsonl(tmp_path / 'dupes.jsonl', rows)
-  spec = files.FileSpec(path, fields=('question', 'answer'))
-  one = files.load(spec, str(tmp_path / 'one'), seed=5)
-  two = files.load(spec, str(tmp_path / 'two'), seed=5)
-  for split in ('train', 'heldout'):
-    assert list(one[split]) == list(two[split])
-  together = [r['question'] for s in ('train', 'heldout') for r in one[s]]
-  assert collections.Counter(together) == collections.Counter(
-      r['question'] for r in rows)
+def test_gs_paths_go_through_epath(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # epath's mock maps gs://b/... to ./gs:/b/...
+  with epath.testing.mock_epath():
+    root = epath.Path('gs://bucket/corpus')
+    (root / 'sub').mkdir(parents=True)
+    (root / 'sub' / 'a.jsonl').write_text(''.join(json.dumps({'text': d}) + '\n' for d in DOCS))
+    assert [c for _, c, _ in _read(['gs://bucket/corpus/**/*.jsonl'])] == DOCS
 
 
-def test_single_document_goes_to_both_splits(tmp_path):
-  path = _write(tmp_path / 'tiny.txt', 'just one line\n')
-  loaded = files.load(files.FileSpec(path), str(tmp_path / 'cache'))
-  assert list(loaded['train']) == list(loaded['heldout']) == [
-      {'text': 'just one line\n'}]
+@pytest.mark.parametrize('content, reading, message', [
+    (b'{"text": "a"}\n{"text": "b"\n', {}, r'bad\.jsonl:2: invalid JSON'),
+    (b'{"text": "a"}\n\n{"body": "b"}\n', {}, r"bad\.jsonl:3: missing field 'text'"),
+    (b'{"text": 3}\n', {}, r"bad\.jsonl:1: field 'text' must be a string, got int: 3"),
+    (b'[1]\n', {}, r'bad\.jsonl:1: expected a JSON object, got list'),
+    (b'{"text": "ok"}\n{"text": "\xff"}\n', {}, r'bad\.jsonl:2: not valid UTF-8'),
+    (b'a\nb\n\xffc\n', {'format': 'text'}, r'bad\.jsonl:3: not valid UTF-8'),
+])
+def test_bad_records_name_the_file_and_line(tmp_path, content, reading, message):
+  (tmp_path / 'bad.jsonl').write_bytes(content)
+  with pytest.raises(ValueError, match=message):
+    _read([str(tmp_path / 'bad.jsonl')], **reading)
 
 
-def _bad_inputs(tmp_path):
-  """Yields (spec, substrings the one-line error must contain)."""
-  missing = str(tmp_path / 'x' / 'y.jsonl')
-  yield files.FileSpec(missing, fields=('q',)), [
-      f"file: no such file or directory: '{missing}'"]
-  bad_json = _write(tmp_path / 'bad.jsonl',
-                    '{"q": "a"}\n\n{"q": "b"}\n{"q": broken}\n')
-  yield files.FileSpec(bad_json, fields=('q',)), [
-      f'{bad_json}:4: invalid JSON']
-  no_field = _write_jsonl(tmp_path / 'nofield.jsonl',
-                          [{'question': 'a', 'answer': 'b'}] * 2 +
-                          [{'question': 'c'}])
-  yield files.FileSpec(no_field, fields=('question', 'answer')), [
-      f"{no_field}:3: missing field 'answer'"]
-  not_str = _write_jsonl(tmp_path / 'notstr.jsonl',
-                         [{'question': 'a', 'answer': 72}])
-  yield files.FileSpec(not_str, fields=('question', 'answer')), [
-      f"{not_str}:1: field 'answer' must be a string", 'int', '72']
-  not_obj = _write(tmp_path / 'list.jsonl', '[1, 2]\n')
-  yield files.FileSpec(not_obj, fields=('q',)), [f'{not_obj}:1:', 'object']
-  empty = _write(tmp_path / 'empty.txt', '')
-  yield files.FileSpec(empty), ['file: no documents', empty]
-  blank = _write(tmp_path / 'blank.jsonl', '\n\n')
-  yield files.FileSpec(blank, fields=('q',)), ['file: no documents', blank]
-  latin1 = tmp_path / 'latin1.txt'
-  latin1.write_bytes(b'ok\ncaf\xe9\n')
-  yield files.FileSpec(str(latin1)), [f'{latin1}:2: not valid UTF-8']
-  empty_dir = tmp_path / 'empty_dir'
-  _write(empty_dir / 'blank.txt', '  \n')
-  yield files.FileSpec(str(empty_dir)), ['file: no documents', str(empty_dir)]
-  no_match = tmp_path / 'no_match'
-  _write(no_match / 'a.md', 'text')
-  yield files.FileSpec(str(no_match)), [
-      "glob: no files match '*.txt'", str(no_match)]
-  good = _write_jsonl(tmp_path / 'good.jsonl', GSM_LIKE)
-  yield files.FileSpec(good), ['fields:', 'needs fields', good]
-  yield files.FileSpec(good, fields=('q', 'q')), ['fields:', 'duplicate']
-  yield files.FileSpec(empty, fields=('q',)), ['fields:', 'only for .jsonl']
-  yield files.FileSpec(good, fields=('question',), heldout_fraction=1.0), [
-      'heldout_fraction:', '1.0']
-  yield files.FileSpec(good, fields=('question',), chunk_chars=0), [
-      'chunk_chars:', '0']
+def test_bad_parquet_and_array_record_inputs(tmp_path):
+  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  pq.write_table(pa.table({'body': ['x']}), tmp_path / 'a.parquet')
+  with pytest.raises(ValueError, match=r"a\.parquet: no column 'text' \(has body\)"):
+    _read([str(tmp_path / 'a.parquet')])
+  _write_records(tmp_path / 'b.array_record', [b'ok', b'\xff\xfe'])
+  with pytest.raises(ValueError, match=r'b\.array_record: record 1: not valid UTF-8'):
+    _read([str(tmp_path / 'b.array_record')])
+  (tmp_path / 'c.array_record').write_text('not an array record')
+  with pytest.raises(ValueError, match=r'c\.array_record: not an ArrayRecord file'):
+    _read([str(tmp_path / 'c.array_record')])
 
 
-def test_bad_inputs_raise_one_line_value_errors(tmp_path):
-  data_dir = str(tmp_path / 'cache')
-  cases = list(_bad_inputs(tmp_path / 'src'))
-  for spec, parts in cases:
-    with pytest.raises(ValueError) as info:
-      files.load(spec, data_dir)
-    message = str(info.value)
-    assert '\n' not in message, message
-    for part in parts:
-      assert part in message, (part, message)
-    assert _cache_entries(data_dir) == [], message
-    with pytest.raises(ValueError):  # Fails the same way the second time.
-      files.load(spec, data_dir)
-  assert 'tensorflow' not in sys.modules
+@pytest.mark.parametrize('flag, expected', [
+    ('web=/d/**/*.jsonl.zst', ('web', '/d/**/*.jsonl.zst', '', None)),
+    ('gsm=/d/train.jsonl@question,answer:2', ('gsm', '/d/train.jsonl', 'question,answer', 2.0)),
+    ('b=gs://bkt/x/*.parquet@content:0.5', ('b', 'gs://bkt/x/*.parquet', 'content', 0.5)),
+    ('two=/a/*.txt,/b/*.md', ('two', '/a/*.txt,/b/*.md', '', None)),
+])
+def test_domain_flag_parses(flag, expected):
+  name, spec, weight = load_lib.parse_domain_flag(flag)
+  assert (name, spec.path, spec.fields, weight) == expected
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason='root reads any file')
-def test_unreadable_file(tmp_path):
-  path = _write(tmp_path / 'secret.txt', 'hidden\n')
-  os.chmod(path, 0)
-  with pytest.raises(ValueError, match='file: cannot read') as info:
-    files.load(files.FileSpec(path), str(tmp_path / 'cache'))
-  assert path in str(info.value)
-  assert _cache_entries(str(tmp_path / 'cache')) == []
+def test_domain_flags_join_the_mixture():
+  mixture, specs = load_lib.merge_domain_flags('code/python:2,web', ['web=/w/*:3', 'new=/n'])
+  assert mixture == 'code/python:2,web:3,new:1' and sorted(specs) == ['new', 'web']
+  for bad, message in [('noequals', 'domain: expected NAME=GLOB'), ('x=', 'domain: expected'),
+                       ('a=/x', None)]:
+    if message:
+      with pytest.raises(ValueError, match=message):
+        load_lib.parse_domain_flag(bad)
+  with pytest.raises(ValueError, match="domain: 'a' is given twice"):
+    load_lib.merge_domain_flags('', ['a=/x', 'a=/y'])
+
+
+def test_file_spec_checks_name_the_field(tmp_path):
+  (tmp_path / 'a.txt').write_text('x\n')
+  check = lambda **kw: load_lib.check_file_spec('d', load_lib.FileDomainSpec(**kw))
+  with pytest.raises(ValueError, match=r'domain_files\.d\.path: no such file'):
+    check(path=str(tmp_path / 'missing.txt'))
+  with pytest.raises(ValueError, match=r'domain_files\.d\.format: expected one of'):
+    check(path=str(tmp_path / 'a.txt'), format='csv')
+  with pytest.raises(ValueError, match=r'domain_files\.d\.fields: expected a text field or two'):
+    check(path=str(tmp_path / 'a.txt'), fields='a,b,c')
+  with pytest.raises(ValueError, match=r'domain_files\.d\.heldout_fraction: must be in'):
+    check(path=str(tmp_path / 'a.txt'), heldout_fraction=1.0)
+  check(path=[str(tmp_path / '*.txt')])
+  assert os.path.exists(tmp_path / 'a.txt')

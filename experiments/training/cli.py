@@ -23,12 +23,25 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from mixing.data import load as load_lib
+
+
+DOMAIN = flags.DEFINE_multi_string(
+    'domain', [], 'A file domain, NAME=GLOB[,GLOB][@field|@input,target][:weight] (repeatable): '
+    'declared in config.domain_files and added to config.domains.')
+
 
 def _parse_flags(argv):
   try:
     rest = flags.FLAGS(argv)
     for name in flags.FLAGS:  # a config file that failed to load raises when first read: read it here
       getattr(flags.FLAGS[name].value, 'keys', None)
+    config = flags.FLAGS['config'].value if 'config' in flags.FLAGS else None
+    if DOMAIN.value and config is not None and 'domain_files' in config:
+      try:
+        load_lib.add_domain_flags(config, DOMAIN.value)
+      except ValueError as e:
+        fail(one_line(e))
     if not flags.FLAGS['verbosity'].present:  # orbax and TFDS log every step at INFO
       logging.set_verbosity(logging.WARNING)
       _quiet_failure_echoes()
@@ -184,7 +197,10 @@ def fail(error) -> None:
 def check_writable(field: str, path: str, directory: bool = True) -> None:
   """ValueError naming `field` unless `path` is, or can be created as, a directory (directory=False:
   a file, written by replacing it) that this process may write: not a file where a directory goes
-  (or the reverse), not below a file, not read-only, not without permission."""
+  (or the reverse), not below a file, not read-only, not without permission. A remote path
+  (`gs://...`) is left to its first write."""
+  if '://' in str(path):
+    return
   path = os.path.abspath(path)
   if os.path.exists(path) and os.path.isdir(path) != directory:
     raise ValueError(f'{field}: {path} is ' + ('a file, not a directory' if directory else
@@ -208,16 +224,20 @@ def config_with(config, section: str, example: str):
   return config
 
 
-def run(main, default_config: str | None = None):
+def run(main, default_config: str | None = None, reads_domains: bool = False):
   """app.run(main), but a user mistake is one line and exit 2 (module docstring), not a traceback.
 
   default_config: the --config file when none is given (set here, not as the flag's default, which
   ml_collections would parse with the overrides at import, before any error could be caught).
+  reads_domains: main reads --domain itself (else it goes into the config, or is refused).
   """
   if default_config and not any(a == '--config' or a.startswith('--config=') for a in sys.argv):
     sys.argv.insert(1, f'--config={default_config}')
 
   def guarded(argv):
+    config = flags.FLAGS['config'].value if 'config' in flags.FLAGS else None
+    if DOMAIN.value and not reads_domains and (config is None or 'domain_files' not in config):
+      fail(f'domain: {DOMAIN.value[0]!r}: this command takes no domains')
     try:
       return main(argv)
     except RunFailed as e:  # e.g. a run that diverged: not a user mistake, and not a bug

@@ -21,8 +21,9 @@ def heldout_batches(domains: Sequence[PackedDomain], eval_batches: int, batch_si
   for d, p in enumerate(domains):
     start = min(len(p.heldout), skip_rows)
     n = min(len(p.heldout) - start, eval_batches * batch_size)
-    tokens.append(p.heldout.tokens_NxL1[start:start + n])
-    masks.append(p.heldout.mask_NxL1[start:start + n])
+    rows_NxL1, mask_NxL1 = p.heldout.rows(start, start + n)
+    tokens.append(rows_NxL1)
+    masks.append(mask_NxL1)
     ids.append(np.full(n, d, np.int32))
   tokens_NxL1 = np.concatenate(tokens).astype(np.int32)
   mask_NxL1 = np.concatenate(masks).astype(np.float32)

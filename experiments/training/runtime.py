@@ -26,7 +26,7 @@ def load_run_domains(config, train_docs=None):
                                     chunk_chars=config.data.chunk_chars)
   packed = load_lib.load_domains(names, config.seq_len, config.data.seed, files, config.data.dir, opts,
                                  config.data.loss_on_prompt, train_docs,
-                                 state_lib.run_tokenizer(config))
+                                 state_lib.run_tokenizer(config), config.data.get('build_workers', 0))
   return names, weights, packed
 
 

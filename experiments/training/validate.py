@@ -98,8 +98,7 @@ def check_config(config: ml_collections.ConfigDict):
     if 'path' not in spec or unknown:
       raise ValueError(f'domain_files.{name}: needs a path and only FileDomainSpec fields, '
                        f'got {sorted(spec.keys())}')
-    if not os.path.exists(spec.path):
-      raise ValueError(f'domain_files.{name}.path: no such file or directory: {spec.path!r}')
+    load_lib.check_file_spec(name, load_lib.FileDomainSpec(**spec.to_dict()))
   for name in names:
     if name not in config.domain_files:
       domains_lib.check_builtin_name(name)

@@ -13,7 +13,7 @@ downloaded:
   synthetic/<kind>   toy domains for tests: noise (random letters), easy (a repeated letter), markov
                      (a fixed two-successor letter chain: learnable, more slowly), copy (random
                      words, each said twice: learnable only by attending back)
-File domains come from a `files.FileSpec` under any name (see `file_domain`).
+File domains come from files under any name (see load.FileDomainSpec, formats.py and build.py).
 """
 
 import dataclasses
@@ -26,7 +26,6 @@ import sysconfig
 from typing import Callable, Sequence
 
 from mixing.data.builtin import bbh_tasks, bbh_variants, math_problems
-from mixing.data.files import chunk_text
 
 # Prompt formats: training documents are `prompt + completion`; evaluation decodes from `prompt`.
 _LETTERS = 'abcdefghijklmnopqrstuvwxyz'
@@ -69,6 +68,22 @@ class Domain:
     """Exact match after extraction and stripping; a raw target without the pattern is the answer."""
     answer = self.extract_answer(generation)
     return answer is not None and answer == (self.extract_answer(target) or target.strip())
+
+
+def chunk_text(text: str, chunk_chars: int) -> list[str]:
+  """Splits text at line boundaries into chunks of at most ~chunk_chars."""
+  chunks, current, size = [], [], 0
+  for line in text.splitlines(keepends=True):
+    pieces = [line[i:i + chunk_chars] for i in range(0, len(line), chunk_chars)]
+    for piece in pieces:
+      if current and size + len(piece) > chunk_chars:
+        chunks.append(''.join(current))
+        current, size = [], 0
+      current.append(piece)
+      size += len(piece)
+  if current:
+    chunks.append(''.join(current))
+  return chunks
 
 
 @dataclasses.dataclass(frozen=True)

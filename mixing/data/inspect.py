@@ -1,8 +1,14 @@
 r"""Shows what a model will read: each domain's size and a few decoded training sequences.
 
   python -m mixing.data.inspect --domains=code/python,prose/plays,math/easy,bbh/navigate
-  python -m mixing.data.inspect --domains=gsm8k --file=gsm8k=../shared/data/gsm8k/train.jsonl@question,answer
+  python -m mixing.data.inspect --domain=gsm8k=../shared/data/gsm8k/train.jsonl@question,answer
+  python -m mixing.data.inspect --domain='web=/data/web/**/*.jsonl.zst' --data_dir=/tmp/built
+
+A `--domain=NAME=GLOB[@field|@input,target][:weight]` is built into --data_dir (streaming, cached:
+a second run opens it without reading the files) and added to --domains.
 """
+
+import time
 
 from absl import flags
 import numpy as np
@@ -13,13 +19,14 @@ from mixing.data import sampler as sampler_lib
 from mixing.data import tokenizer
 
 _DOMAINS = flags.DEFINE_string('domains', 'code/python,prose/plays,math/easy,bbh/navigate',
-                               "Comma-separated domains, optionally 'name:weight'.")
-_FILES = flags.DEFINE_multi_string('file', [], 'A file domain, name=path[@input_field,target_field]; '
-                                    'repeat for more.')
-_DATA_DIR = flags.DEFINE_string('data_dir', '/tmp/mixlab_data', 'Where file domains are cached.')
+                               "Comma-separated domains, optionally 'name:weight' ('' with --domain: "
+                               'only those).')
+_DATA_DIR = flags.DEFINE_string('data_dir', '/tmp/mixlab_data', 'Where file domains are built and '
+                                'cached (a local path or gs://...).')
 _SEQ_LEN = flags.DEFINE_integer('seq_len', 128, 'Tokens per training sequence.')
 _EXAMPLES = flags.DEFINE_integer('examples', 2, 'Decoded sequences to show per domain.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Data seed.')
+_WORKERS = flags.DEFINE_integer('workers', 0, 'Processes building file domains (0: one per core).')
 _TOKENIZER = flags.DEFINE_string('tokenizer', 'bytes', "'bytes', a tokenizer.json (or its folder) or a "
                                  'SentencePiece .model.')
 
@@ -53,21 +60,28 @@ def main(argv):
     raise ValueError(f'unexpected arguments: {" ".join(argv[1:])}')
   if _SEQ_LEN.value < 1:
     raise ValueError(f'seq_len: must be positive, got {_SEQ_LEN.value}')
-  for flag in (_EXAMPLES, _SEED):
+  for flag in (_EXAMPLES, _SEED, _WORKERS):
     if flag.value < 0:
       raise ValueError(f'{flag.name}: must be >= 0, got {flag.value}')
-  files = load_lib.parse_files(_FILES.value)
+  given = flags.FLAGS['domains'].present
+  mixture, files = load_lib.merge_domain_flags(
+      _DOMAINS.value if given or not cli.DOMAIN.value else '', cli.DOMAIN.value)
+  for name, spec in files.items():
+    load_lib.check_file_spec(name, spec)
   if files:
     cli.check_writable('data_dir', _DATA_DIR.value)
-  names, _ = load_lib.parse_mixture(_DOMAINS.value)
+  names, _ = load_lib.parse_mixture(mixture)
+  start = time.time()
   packed = load_lib.load_domains(names, _SEQ_LEN.value, _SEED.value, files=files,
-                                 data_dir=_DATA_DIR.value, tok=tokenizer.load(_TOKENIZER.value))
+                                 data_dir=_DATA_DIR.value, tok=tokenizer.load(_TOKENIZER.value),
+                                 workers=_WORKERS.value)
+  print(f'loaded {len(packed)} domains in {time.time() - start:.2f} s')
   print(describe(packed, _EXAMPLES.value, _SEED.value))
 
 
 def console():
   """The `mixlab-inspect` command."""
-  cli.run(main)
+  cli.run(main, reads_domains=True)
 
 
 if __name__ == '__main__':

@@ -28,6 +28,10 @@ class PackedRows:
   def __getitem__(self, i):
     return self.tokens_NxL1[i], self.mask_NxL1[i]
 
+  def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens_NxL1, mask_NxL1) of rows start..stop-1."""
+    return self.tokens_NxL1[start:stop], self.mask_NxL1[start:stop]
+
   @property
   def num_tokens(self) -> int:
     """Tokens that carry loss: the domain's size as the mixers count it."""
@@ -39,14 +43,29 @@ def pack(docs: Sequence[Document], seq_len: int, loss_on_prompt: bool = True,
   """Packs documents into rows of seq_len + 1 tokens of `tok`; see the module docstring."""
   pieces, masks = [], []
   for doc in docs:
-    prompt = tok.encode(doc.prompt, bos=True)
-    completion = tok.encode(doc.completion, eos=True)
-    pieces += [prompt, completion]
-    prompt_mask = np.full(prompt.shape, loss_on_prompt, np.uint8)
-    prompt_mask[0] = 0  # BOS is never a target
-    masks += [prompt_mask, np.ones(completion.shape, np.uint8)]
-  stream = np.concatenate(pieces).astype(tok.token_dtype)
-  mask = np.concatenate(masks)
+    piece, mask = encode_doc(tok, doc.prompt, doc.completion, loss_on_prompt)
+    pieces.append(piece)
+    masks.append(mask)
+  return rows_of(np.concatenate(pieces).astype(tok.token_dtype), np.concatenate(masks), seq_len, tok)
+
+
+def encode_doc(tok: tokenizer_lib.Tokenizer, prompt: str, completion: str, loss_on_prompt: bool,
+               ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(tokens, mask) of BOS + prompt + completion + EOS; `ids` (already tokenized) replaces the
+  text's ids as the completion."""
+  prompt_T = tok.encode(prompt, bos=True)
+  completion_T = (tok.encode(completion, eos=True) if ids is None else
+                  np.concatenate([ids, [tok.eos_id]]).astype(np.int32))
+  prompt_mask = np.full(prompt_T.shape, loss_on_prompt, np.uint8)
+  prompt_mask[0] = 0  # BOS is never a target
+  return (np.concatenate([prompt_T, completion_T]).astype(tok.token_dtype),
+          np.concatenate([prompt_mask, np.ones(completion_T.shape, np.uint8)]))
+
+
+def rows_of(stream: np.ndarray, mask: np.ndarray, seq_len: int,
+            tok: tokenizer_lib.Tokenizer) -> PackedRows:
+  """Cuts a token stream and its mask into rows of seq_len + 1, padding the last (mask 0)."""
+  stream = stream.astype(tok.token_dtype)
   row = seq_len + 1
   pad = -len(stream) % row
   stream = np.concatenate([stream, np.full(pad, tok.pad_id, tok.token_dtype)])

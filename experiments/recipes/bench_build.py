@@ -1,0 +1,201 @@
+"""Build benchmark: streaming file-domain builds (throughput, peak memory), cached re-open, 1,000 domains.
+
+  python -m experiments.bench --only=build
+
+Generates 200 MB and 1 GB corpora of random-word text (a folder of .txt files, and the same lines as
+{"text"} JSONL compressed with zstd) under the temporary folder, then builds each with the byte
+tokenizer and with a BPE (8,192, trained here on 8 MB of it) in a fresh process using every core, and
+measures the process tree's peak RSS (its summed VmRSS, polled every 50 ms). The tokenizer's own speed
+is a single-process pass over 32 MB of the same documents; a build's target is half of that times the
+worker count. About 10 minutes on 2 cores; the corpora (about 2.7 GB) are deleted afterwards.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from mixing.data import bpe
+from mixing.data import build
+from mixing.data import formats
+from mixing.data import sampler as sampler_lib
+from mixing.data import tokenizer
+
+FILE_MB = 64  # corpus files of this many MB
+SEQ_LEN = 1024
+_BUILD = '''
+import sys, time
+from mixing.data import build, tokenizer
+start = time.perf_counter()
+built = build.open_built('bench', build.BuildSpec((sys.argv[1],), seq_len=int(sys.argv[4])),
+                         tokenizer.load(sys.argv[2]), sys.argv[3], 0)
+print(time.perf_counter() - start, len(built.train) + len(built.heldout))
+'''
+
+
+def _words(rng, count: int) -> list[bytes]:
+  letters = np.frombuffer(b'abcdefghijklmnopqrstuvwxyz', np.uint8)
+  return [bytes(rng.choice(letters, rng.integers(2, 10))) for _ in range(count)]
+
+
+def _text_file(path: str, rng, words, megabytes: int) -> None:
+  """Lines of 4-20 Zipf-chosen words, paragraphs between; `megabytes` of it."""
+  weights = 1.0 / np.arange(1, len(words) + 1)
+  weights /= weights.sum()
+  with open(path, 'wb') as f:
+    written = 0
+    while written < megabytes << 20:
+      ids = rng.choice(len(words), 400_000, p=weights)
+      cuts = np.cumsum(rng.integers(4, 21, 40_000))
+      lines = [b' '.join(words[i] for i in ids[a:b]) for a, b in zip(cuts[:-1], cuts[1:])
+               if b <= len(ids)]
+      block = b'\n'.join(lines) + b'\n\n'
+      f.write(block)
+      written += len(block)
+
+
+def make_corpora(root: str, sizes_mb) -> dict:
+  """{(kind, mb): glob} for kind 'text' and 'jsonl.zst'."""
+  import zstandard  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  words = _words(rng, 20_000)
+  out = {}
+  for mb in sizes_mb:
+    text_dir, json_dir = os.path.join(root, f'text{mb}'), os.path.join(root, f'jsonl{mb}')
+    os.makedirs(text_dir, exist_ok=True)
+    os.makedirs(json_dir, exist_ok=True)
+    for i in range(max(1, mb // FILE_MB)):
+      path = os.path.join(text_dir, f'part-{i:04d}.txt')
+      _text_file(path, rng, words, min(FILE_MB, mb))
+      with open(path, 'rb') as f, open(os.path.join(json_dir, f'part-{i:04d}.jsonl.zst'), 'wb') as z:
+        with zstandard.ZstdCompressor(level=3).stream_writer(z) as writer:
+          for paragraph in f.read().split(b'\n\n'):
+            if paragraph.strip():
+              writer.write(json.dumps({'text': paragraph.decode()}).encode() + b'\n')
+    out[('text', mb)] = os.path.join(text_dir, '*.txt')
+    out[('jsonl.zst', mb)] = os.path.join(json_dir, '*.jsonl.zst')
+  return out
+
+
+def _tree_rss(pid: int) -> int:
+  """Summed VmRSS (bytes) of pid and its descendants, from /proc."""
+  total, todo = 0, [pid]
+  while todo:
+    p = todo.pop()
+    try:
+      with open(f'/proc/{p}/status') as f:
+        total += next((int(l.split()[1]) for l in f if l.startswith('VmRSS:')), 0) << 10
+      for task in os.listdir(f'/proc/{p}/task'):
+        with open(f'/proc/{p}/task/{task}/children') as f:
+          todo += [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+      continue
+  return total
+
+
+def timed_build(glob: str, tok_spec: str, data_dir: str) -> dict:
+  """Builds in a fresh process; wall time, rows and the tree's peak RSS."""
+  command = [sys.executable, '-c', _BUILD, glob, tok_spec, data_dir, str(SEQ_LEN)]
+  start = time.perf_counter()
+  proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+  peak = 0
+  while proc.poll() is None:
+    peak = max(peak, _tree_rss(proc.pid))
+    time.sleep(0.05)
+  out = proc.stdout.read().split()
+  if proc.returncode:
+    raise RuntimeError(f'build of {glob} failed ({proc.returncode})')
+  return {'wall_s': time.perf_counter() - start, 'build_s': float(out[0]), 'rows': int(out[1]),
+          'peak_rss_gb': peak / 2**30}
+
+
+def tokenizer_mb_per_s(glob: str, tok, megabytes: int = 32) -> float:
+  """One process tokenizing the documents of the first `megabytes` of `glob`, MB/s."""
+  reading = formats.Reading()
+  units = formats.plan(formats.expand([glob], reading), reading)
+  texts, size = [], 0
+  for unit in units:
+    for _, prompt, completion, _ in formats.documents(unit, reading):
+      texts.append(prompt + completion)
+      size += len(texts[-1].encode())
+      if size > megabytes << 20:
+        break
+    if size > megabytes << 20:
+      break
+  start = time.perf_counter()
+  for text in texts:
+    tok.encode(text, bos=True, eos=True)
+  return size / 2**20 / (time.perf_counter() - start)
+
+
+def reopen_s(glob: str, tok, data_dir: str) -> float:
+  start = time.perf_counter()
+  build.open_built('bench', build.BuildSpec((glob,), seq_len=SEQ_LEN), tok, data_dir)
+  return time.perf_counter() - start
+
+
+def thousand_domains(root: str) -> tuple[float, float]:
+  """(first build, re-open + sampler + one batch) seconds for 1,000 one-file domains."""
+  folder = os.path.join(root, 'many')
+  os.makedirs(folder, exist_ok=True)
+  rng = np.random.default_rng(1)
+  for i in range(1000):
+    with open(os.path.join(folder, f'd{i:04d}.txt'), 'w') as f:
+      f.write(''.join(f'domain {i} line {j} {rng.integers(1e9)}\n' for j in range(400)))
+  def open_all():
+    return [build.open_built(f'd{i}', build.BuildSpec((os.path.join(folder, f'd{i:04d}.txt'),),
+                                                      seq_len=128), tokenizer.BYTES,
+                             os.path.join(root, 'many_built'), 1) for i in range(1000)]
+  start = time.perf_counter()
+  open_all()
+  first = time.perf_counter() - start
+  start = time.perf_counter()
+  built = open_all()
+  sampler = sampler_lib.MixtureSampler([b.train for b in built], [f'd{i}' for i in range(1000)],
+                                       np.ones(1000), 64)
+  sampler.next_batch()
+  return first, time.perf_counter() - start
+
+
+def report(sizes_mb=(200, 1024)) -> str:
+  root = tempfile.mkdtemp(prefix='mixlab_bench_build-')
+  workers = os.cpu_count() or 1
+  try:
+    corpora = make_corpora(root, sizes_mb)
+    bpe_dir = os.path.join(root, 'bpe')
+    sample = [c for _, _, c, _ in formats.documents(formats.plan(formats.expand(
+        [corpora[('text', sizes_mb[0])]], formats.Reading()), formats.Reading())[0],
+        formats.Reading())][:2000]
+    bpe.train(sample, 8192, bpe_dir)
+    lines = [f'Streaming builds, {workers} workers, seq_len {SEQ_LEN}, same run '
+             f'(target: peak RSS < 1 GB, re-open < 1 s, MB/s >= tokenizer MB/s x workers / 2)',
+             f"{'corpus':<16} {'tokenizer':<10} {'MB':>6} {'build s':>8} {'MB/s':>7} "
+             f"{'tok MB/s':>9} {'target':>7} {'ratio':>6} {'peak RSS GB':>12} {'re-open s':>10}"]
+    for (kind, mb), glob in sorted(corpora.items(), key=lambda x: (x[0][1], x[0][0])):
+      for name, spec in (('bytes', 'bytes'), ('bpe-8k', bpe_dir)):
+        tok = tokenizer.load(spec)
+        data_dir = os.path.join(root, 'built')
+        speed = tokenizer_mb_per_s(glob, tok)
+        result = timed_build(glob, spec, data_dir)
+        size = sum(os.path.getsize(p) for p in formats.expand([glob], formats.Reading())
+                   for p in [str(p[0])]) / 2**20
+        text_mb = mb if kind == 'text' else size  # JSONL.zst: compressed MB read
+        rate = mb / result['build_s']
+        target = speed * workers / 2
+        lines.append(f'{kind:<16} {name:<10} {text_mb:>6.0f} {result["build_s"]:>8.1f} {rate:>7.1f} '
+                     f'{speed:>9.1f} {target:>7.1f} {rate / target:>6.2f} '
+                     f'{result["peak_rss_gb"]:>12.2f} {reopen_s(glob, tok, data_dir):>10.3f}')
+        shutil.rmtree(data_dir, ignore_errors=True)
+    first, again = thousand_domains(root)
+    lines.append(f'\n1,000 one-file domains: first build {first:.1f} s; re-open all, sampler and '
+                 f'one batch {again:.2f} s')
+    lines.append('MB/s counts the corpus as text (uncompressed); the JSONL.zst row shows its '
+                 'compressed size.')
+    return '\n'.join(lines)
+  finally:
+    shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,354 @@
+"""Streaming builds of file domains into ArrayRecord shards of packed rows, and reading them back.
+
+`open_built(spec, ...)` returns the domain's packed train / held-out rows (`ShardRows`, random access
+by index, for grain) and its held-out documents (`StoredDocs`, for evaluation items), building it on
+first use under `<data_dir>/<name>-<fingerprint>`:
+  * the fingerprint is cheap: every matched file's path, size and modification time, the reading
+    options, the tokenizer's fingerprint and the packing config (seq_len, loss_on_prompt, split);
+    an unchanged source is never re-read;
+  * each unit of work (`formats.plan`) is read, tokenized and packed by a worker process into its own
+    shards (`train-00007.ar`, `heldout-00007.ar`, `heldout_docs-00007.ar`), then marked done;
+    memory is bounded by a unit per worker, not by the corpus;
+  * a document is held out when a seeded hash of its content falls below `heldout_fraction`:
+    independent of files, reading order and worker count (copies of a text share a split);
+  * its folder is trusted only once `index.json`, written last (no folder rename, which object
+    stores lack), exists; a killed build re-run keeps the finished units (their shards are
+    byte-identical to a fresh build's); a build failing on bad input removes the folder.
+A row record is the row's seq_len + 1 token ids (the tokenizer's dtype, little-endian) followed by its
+loss mask as packed bits. Remote (`gs://`) data dirs are written through `etils.epath` and read from a
+local copy of each shard.
+"""
+
+import bisect
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from typing import Callable, Sequence
+
+from absl import logging
+from etils import epath
+import numpy as np
+
+from mixing.data import formats
+from mixing.data import records
+from mixing.data import packing
+from mixing.data import tokenizer as tokenizer_lib
+from mixing.data.domains import Document
+
+_VERSION = 2  # bump to invalidate every cached build
+_OPTIONS = 'group_size:1,uncompressed'  # one record per chunk: cheap random access
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildSpec:
+  """What a built domain depends on, besides its files."""
+  globs: tuple[str, ...]
+  reading: formats.Reading = formats.Reading()
+  heldout_fraction: float = 0.05
+  seq_len: int = 128
+  loss_on_prompt: bool = True
+  seed: int = 0
+
+
+def _writer(path: str):
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  return array_record_module.ArrayRecordWriter(path, _OPTIONS)
+
+
+def _reader(path: str):
+  return records.record_source(path, 'array_record')
+
+
+class ShardRows:
+  """Packed rows stored in ArrayRecord shards: row i is (tokens_L1, mask_L1), like PackedRows."""
+
+  def __init__(self, paths: Sequence[str], counts: Sequence[int], row_len: int, dtype,
+               num_tokens: int, limit: int | None = None):
+    self._paths, self._dtype, self._row_len = list(paths), np.dtype(dtype), row_len
+    self._ends = np.cumsum(counts).tolist()
+    self._len = self._ends[-1] if self._ends else 0
+    self._num_tokens = num_tokens
+    if limit is not None and limit < self._len:  # the first `limit` rows; tokens scale with them
+      self._num_tokens = int(round(num_tokens * limit / max(self._len, 1)))
+      self._len = limit
+    self._readers = {}
+
+  def __len__(self) -> int:
+    return self._len
+
+  @property
+  def num_tokens(self) -> int:
+    """Tokens that carry loss."""
+    return self._num_tokens
+
+  def head(self, n: int) -> 'ShardRows':
+    counts = np.diff([0] + self._ends).tolist()
+    return ShardRows(self._paths, counts, self._row_len, self._dtype, self._num_tokens, n)
+
+  def __getstate__(self):
+    return dict(self.__dict__, _readers={})
+
+  def _decode(self, record: bytes):
+    split = self._row_len * self._dtype.itemsize
+    tokens = np.frombuffer(record[:split], self._dtype)
+    mask = np.unpackbits(np.frombuffer(record[split:], np.uint8))[:self._row_len]
+    return tokens, mask
+
+  def _read(self, indices: list[int]) -> list[bytes]:
+    by_shard = {}
+    for pos, i in enumerate(indices):
+      if not 0 <= i < self._len:
+        raise IndexError(f'row {i} out of range [0, {self._len})')
+      shard = bisect.bisect_right(self._ends, i)
+      by_shard.setdefault(shard, []).append((pos, i - (self._ends[shard - 1] if shard else 0)))
+    out = [b''] * len(indices)
+    for shard, wanted in by_shard.items():
+      if shard not in self._readers:
+        self._readers[shard] = _reader(self._paths[shard])
+      for (pos, _), record in zip(wanted,
+                                  self._readers[shard].__getitems__([j for _, j in wanted])):
+        out[pos] = record
+    return out
+
+  def __getitem__(self, i):
+    i = int(i) + (self._len if int(i) < 0 else 0)
+    return self._decode(self._read([i])[0])
+
+  def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens_NxL1, mask_NxL1) of rows start..stop-1."""
+    pairs = [self._decode(r) for r in self._read(list(range(start, stop)))]
+    if not pairs:
+      return (np.zeros((0, self._row_len), self._dtype), np.zeros((0, self._row_len), np.uint8))
+    return np.stack([t for t, _ in pairs]), np.stack([m for _, m in pairs])
+
+
+class StoredDocs(Sequence):
+  """Documents stored one JSON [prompt, completion] per record, read lazily."""
+
+  def __init__(self, paths: Sequence[str], counts: Sequence[int]):
+    self._rows = ShardRows(paths, counts, 0, np.uint8, 0)
+
+  def __len__(self) -> int:
+    return len(self._rows)
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(len(self)))]
+    i = int(i) + (len(self) if int(i) < 0 else 0)
+    return Document(*json.loads(self._rows._read([i])[0]))
+
+
+class NotKept(Sequence):
+  """A file domain's training documents: counted, but kept only as packed rows."""
+
+  def __init__(self, name: str, count: int):
+    self._name, self._count = name, count
+
+  def __len__(self) -> int:
+    return self._count
+
+  def __getitem__(self, i):
+    raise ValueError(f'domain {self._name!r}: a file domain keeps its training documents only as '
+                     'packed rows (read them with formats.documents)')
+
+
+def content_hash(prompt: str, completion: str, ids, seed: int) -> float:
+  """A document's seeded hash in [0, 1), of its content: held out when below heldout_fraction, so
+  the split depends on neither files, order nor workers, and copies of a text share a split."""
+  digest = hashlib.blake2b(f'{seed}\0{prompt}\0'.encode(), digest_size=8)
+  digest.update(completion.encode() if ids is None else np.asarray(ids, '<i4').tobytes())
+  return int.from_bytes(digest.digest(), 'little') / 2.0**64
+
+
+def fingerprint(spec: BuildSpec, files, tok: tokenizer_lib.Tokenizer) -> str:
+  """Hashes the spec, the tokenizer and each file's path, size and mtime (never its bytes)."""
+  entries = []
+  for path, name, fmt in files:
+    members = sorted(formats.glob_files(path, '**/*'), key=str) if fmt == 'tfds' else [path]
+    for member in members:
+      if records.is_local(member):
+        stat = os.stat(member)
+        entries.append([str(member), name, fmt, stat.st_size, stat.st_mtime_ns])
+      else:
+        stat = member.stat()
+        entries.append([str(member), name, fmt, stat.length, stat.mtime])
+  key = {'version': _VERSION, 'units': [formats.UNIT_BYTES, formats.UNIT_RECORDS],
+         'spec': dataclasses.asdict(spec), 'tokenizer': tok.fingerprint, 'files': entries}
+  return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _check_ids(ids, tok, where):
+  if ids is not None and ids.size and (ids.min() < 0 or ids.max() >= tok.vocab_size):
+    bad = int(ids.min() if ids.min() < 0 else ids.max())
+    raise ValueError(f'{where}: token id {bad} outside the tokenizer vocabulary [0, {tok.vocab_size})')
+
+
+def _write_rows(path: str, pieces, masks, seq_len, tok) -> tuple[int, int]:
+  writer = _writer(path)
+  count = tokens = 0
+  if pieces:
+    rows = packing.rows_of(np.concatenate(pieces), np.concatenate(masks), seq_len, tok)
+    tokens = rows.num_tokens
+    ids = rows.tokens_NxL1.astype(rows.tokens_NxL1.dtype.newbyteorder('<'))
+    records = np.concatenate([ids.view(np.uint8).reshape(len(rows), -1),
+                              np.packbits(rows.mask_NxL1, axis=1)], axis=1)
+    for record in records:
+      writer.write(record.tobytes())
+    count = len(rows)
+  writer.close()
+  return count, tokens
+
+
+def build_unit(job) -> dict:
+  """Reads, tokenizes and packs one unit into its shards under `out`; returns its counts."""
+  unit, spec, tok_spec, index, out, force = job
+  tok = tokenizer_lib.load(tok_spec)
+  extreme = {}  # the keys of lowest and highest hash: a fallback when a split ends up empty
+  split = {'train': ([], []), 'heldout': ([], [])}
+  docs = {'train': 0, 'heldout': 0}
+  stage = tempfile.mkdtemp(prefix='mixlab-unit-') if not records.is_local(out) else out
+  doc_writer = _writer(os.path.join(stage, f'heldout_docs-{index:05d}.ar'))
+  for key, prompt, completion, ids in formats.documents(unit, spec.reading):
+    value = content_hash(prompt, completion, ids, spec.seed)
+    if not extreme or value < extreme['low'][0]:
+      extreme['low'] = (value, key)
+    if value >= extreme.get('high', (-1,))[0]:
+      extreme['high'] = (value, key)
+    names = force.get(key) or ['heldout' if value < spec.heldout_fraction else 'train']
+    _check_ids(ids, tok, f'{unit.path}: {key}')
+    piece, mask = packing.encode_doc(tok, prompt, completion, spec.loss_on_prompt, ids)
+    for name in names:
+      split[name][0].append(piece)
+      split[name][1].append(mask)
+      docs[name] += 1
+    if 'heldout' in names:
+      text = completion if ids is None else tok.decode(ids, stop_at_eos=False)
+      doc_writer.write(json.dumps([prompt, text]).encode())
+  doc_writer.close()
+  result = {'docs': docs, 'heldout_docs': docs['heldout'], **extreme}
+  for name, (pieces, masks) in split.items():
+    result[name], result[f'{name}_tokens'] = _write_rows(
+        os.path.join(stage, f'{name}-{index:05d}.ar'), pieces, masks, spec.seq_len, tok)
+  if stage != out:  # remote: upload the finished shards
+    for file in sorted(os.listdir(stage)):
+      epath.Path(stage, file).copy(epath.Path(out) / file, overwrite=True)
+    shutil.rmtree(stage, ignore_errors=True)
+  marker = epath.Path(out) / f'unit-{index:05d}.json'
+  (epath.Path(out) / f'.unit-{index:05d}.tmp').write_text(json.dumps(result))
+  (epath.Path(out) / f'.unit-{index:05d}.tmp').replace(marker)
+  return result
+
+
+@dataclasses.dataclass
+class Built:
+  """A built file domain: packed rows, held-out documents and its counts."""
+  train: ShardRows
+  heldout: ShardRows
+  heldout_docs: StoredDocs
+  train_docs: int
+  path: str
+
+
+def _safe(name: str) -> str:
+  return ''.join(c if c.isalnum() or c in '._-' else '_' for c in name)[:40]
+
+
+def _pool(workers: int):
+  return concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=multiprocessing.get_context('spawn'))
+
+
+def _run_units(jobs, workers: int, progress: Callable[[int, int], None]):
+  if workers <= 1 or len(jobs) <= 1:
+    for n, job in enumerate(jobs, 1):
+      build_unit(job)
+      progress(n, len(jobs))
+    return
+  with _pool(min(workers, len(jobs))) as pool:
+    futures = [pool.submit(build_unit, job) for job in jobs]
+    try:
+      for n, future in enumerate(concurrent.futures.as_completed(futures), 1):
+        try:
+          future.result()
+        except ValueError as e:  # bad input in a worker: the same message, raised here
+          raise ValueError(str(e)) from None
+        progress(n, len(jobs))
+    except BaseException:
+      for future in futures:
+        future.cancel()
+      raise
+
+
+def open_built(name: str, spec: BuildSpec, tok: tokenizer_lib.Tokenizer, data_dir: str,
+               workers: int = 0) -> Built:
+  """The built domain, building (or finishing) it first if needed; see the module docstring.
+
+  workers: worker processes (0: one per CPU core; 1: in this process).
+  """
+  files = formats.expand(spec.globs, spec.reading)
+  key = fingerprint(spec, files, tok)
+  root = epath.Path(data_dir)
+  final = root / f'{_safe(name)}-{key[:16]}'
+  if not (final / 'index.json').exists():
+    _build(name, spec, tok, files, root, final, workers or os.cpu_count() or 1)
+  index = json.loads((final / 'index.json').read_text())
+  shard = lambda kind: [str(final / f'{kind}-{u:05d}.ar') for u in range(index['units'])]
+  counts = index['counts']
+  row_len = spec.seq_len + 1
+  return Built(ShardRows(shard('train'), counts['train'], row_len, index['dtype'],
+                         index['train_tokens']),
+               ShardRows(shard('heldout'), counts['heldout'], row_len, index['dtype'],
+                         index['heldout_tokens']),
+               StoredDocs(shard('heldout_docs'), counts['heldout_docs']), index['train_docs'],
+               str(final))
+
+
+def _build(name, spec, tok, files, root, final, workers):
+  units = formats.plan(files, spec.reading)
+  folder = final  # trusted only once index.json, written last, exists
+  folder.mkdir(parents=True, exist_ok=True)
+  todo = [u for u in range(len(units)) if not (folder / f'unit-{u:05d}.json').exists()]
+  tok_spec = getattr(tok, 'path', 'bytes')
+  start = time.time()
+  logging.info('building %s: %d units (%d done before) into %s', name, len(units),
+               len(units) - len(todo), folder)
+  progress = lambda n, total: logging.info('%s: %d/%d units (%.0f s)', name, n, total,
+                                           time.time() - start)
+  try:
+    _run_units([(units[u], spec, tok_spec, u, str(folder), {}) for u in todo], workers, progress)
+    results = [json.loads((folder / f'unit-{u:05d}.json').read_text()) for u in range(len(units))]
+    total = lambda k: sum(r['docs'][k] for r in results)
+    if total('train') + total('heldout') and not (total('train') and total('heldout')):
+      # Too few documents for the hash to fill both splits: the lowest-hash document is held out
+      # (a single document goes to both splits), or the highest-hash one trains.
+      end = 'low' if not total('heldout') else 'high'
+      pick = (min if end == 'low' else max)(range(len(units)), key=lambda u: results[u][end])
+      count = total('train') + total('heldout')
+      split = ['train', 'heldout'] if count == 1 else ['heldout'] if end == 'low' else ['train']
+      logging.warning('%s: %d documents, %s: %r goes to %s', name, count,
+                      'none held out' if end == 'low' else 'all held out', results[pick][end][1],
+                      ' and '.join(split))
+      results[pick] = build_unit((units[pick], spec, tok_spec, pick, str(folder),
+                                  {results[pick][end][1]: split}))
+  except ValueError:
+    folder.rmtree(missing_ok=True)  # bad input: nothing of this build is kept
+    raise
+  total = lambda k: sum(r[k] for r in results)
+  if not total('train'):
+    folder.rmtree(missing_ok=True)
+    raise ValueError(f'path: no documents in {", ".join(spec.globs)} (empty or whitespace-only)')
+  index = {'units': len(units), 'dtype': np.dtype(tok.token_dtype).name,
+           'counts': {k: [r[k] for r in results] for k in ('train', 'heldout', 'heldout_docs')},
+           'train_tokens': total('train_tokens'), 'heldout_tokens': total('heldout_tokens'),
+           'train_docs': sum(r['docs']['train'] for r in results), 'seq_len': spec.seq_len,
+           'tokenizer': tok.fingerprint, 'globs': list(spec.globs)}
+  (folder / '.index.json.tmp').write_text(json.dumps(index))
+  (folder / '.index.json.tmp').replace(folder / 'index.json')
+  logging.info('built %s: %d train rows, %d held-out rows in %.1f s', name, total('train'),
+               total('heldout'), time.time() - start)
