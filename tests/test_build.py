@@ -54,11 +54,13 @@ def test_rows_hold_every_document_once_split_by_hash(tmp_path, monkeypatch):
   assert sorted(d.completion for d in again.heldout_docs) == sorted(heldout)
 
 
-def test_workers_give_byte_identical_shards(tmp_path, monkeypatch):
+def test_workers_and_flushes_give_byte_identical_shards(tmp_path, monkeypatch):
   monkeypatch.setattr(formats, 'UNIT_BYTES', 2000)
   glob = _corpus(tmp_path / 'c')
   one, two = _open(glob, tmp_path / 'a', workers=1), _open(glob, tmp_path / 'b', workers=2)
   assert _shards(one.path) == _shards(two.path) and len(_shards(one.path)) > 6
+  monkeypatch.setattr(build._RowWriter, 'FLUSH_TOKENS', 50)  # pylint: disable=protected-access
+  assert _shards(_open(glob, tmp_path / 'c', workers=1).path) == _shards(one.path)
 
 
 _KILLED = '''

@@ -38,8 +38,10 @@ CONFIG_FILE = 'config.json'
 LOCK_FILE = '.lock'
 # Fields that may change between a run and its resumption without making it another experiment.
 # taskpgm.seeds / families: each (family, seed) is its own complete run, so more of them extend one.
+# data.build_workers: builds are byte-identical whatever the worker count (absent in older records).
 RESUMABLE = frozenset({'steps', 'log_every', 'progress_seconds', 'checkpoint_every',
-                       'keep_checkpoints', 'eval_every', 'taskpgm.seeds', 'taskpgm.families'})
+                       'keep_checkpoints', 'eval_every', 'taskpgm.seeds', 'taskpgm.families',
+                       'data.build_workers'})
 _MESSAGE_BYTES = 1024  # process 0's error, as sent to the other processes
 _held: dict[str, 'Lock'] = {}  # os.path.realpath(workdir) -> this process's lock on it
 _guard = threading.RLock()

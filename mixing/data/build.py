@@ -189,20 +189,44 @@ def _check_ids(ids, tok, where):
     raise ValueError(f'{where}: token id {bad} outside the tokenizer vocabulary [0, {tok.vocab_size})')
 
 
-def _write_rows(path: str, pieces, masks, seq_len, tok) -> tuple[int, int]:
-  writer = _writer(path)
-  count = tokens = 0
-  if pieces:
-    rows = packing.rows_of(np.concatenate(pieces), np.concatenate(masks), seq_len, tok)
-    tokens = rows.num_tokens
+class _RowWriter:
+  """Packs a stream of documents into rows as they come (packing.rows_of's rows, exactly), writing
+  full rows whenever FLUSH_TOKENS are pending: memory holds at most that many tokens per split."""
+  FLUSH_TOKENS = 1 << 22
+
+  def __init__(self, path: str, seq_len: int, tok):
+    self._writer, self._seq_len, self._tok = _writer(path), seq_len, tok
+    self._pieces, self._masks, self._pending = [], [], 0
+    self.rows = self.tokens = 0
+
+  def add(self, piece: np.ndarray, mask: np.ndarray) -> None:
+    self._pieces.append(piece)
+    self._masks.append(mask)
+    self._pending += len(piece)
+    if self._pending >= self.FLUSH_TOKENS:
+      self._flush(final=False)
+
+  def _flush(self, final: bool) -> None:
+    if not self._pieces:
+      return
+    stream, mask = np.concatenate(self._pieces), np.concatenate(self._masks)
+    keep = len(stream) if final else len(stream) // (self._seq_len + 1) * (self._seq_len + 1)
+    self._pieces, self._masks = [stream[keep:]], [mask[keep:]]
+    self._pending = len(stream) - keep
+    if not keep:
+      return
+    rows = packing.rows_of(stream[:keep], mask[:keep], self._seq_len, self._tok)
+    self.tokens += rows.num_tokens
     ids = rows.tokens_NxL1.astype(rows.tokens_NxL1.dtype.newbyteorder('<'))
     records = np.concatenate([ids.view(np.uint8).reshape(len(rows), -1),
                               np.packbits(rows.mask_NxL1, axis=1)], axis=1)
     for record in records:
-      writer.write(record.tobytes())
-    count = len(rows)
-  writer.close()
-  return count, tokens
+      self._writer.write(record.tobytes())
+    self.rows += len(rows)
+
+  def close(self) -> None:
+    self._flush(final=True)
+    self._writer.close()
 
 
 def build_unit(job) -> dict:
@@ -210,9 +234,10 @@ def build_unit(job) -> dict:
   unit, spec, tok_spec, index, out, force = job
   tok = tokenizer_lib.load(tok_spec)
   extreme = {}  # the keys of lowest and highest hash: a fallback when a split ends up empty
-  split = {'train': ([], []), 'heldout': ([], [])}
   docs = {'train': 0, 'heldout': 0}
   stage = tempfile.mkdtemp(prefix='mixlab-unit-') if not records.is_local(out) else out
+  split = {name: _RowWriter(os.path.join(stage, f'{name}-{index:05d}.ar'), spec.seq_len, tok)
+           for name in docs}
   doc_writer = _writer(os.path.join(stage, f'heldout_docs-{index:05d}.ar'))
   for key, prompt, completion, ids in formats.documents(unit, spec.reading):
     value = content_hash(prompt, completion, ids, spec.seed)
@@ -224,17 +249,16 @@ def build_unit(job) -> dict:
     _check_ids(ids, tok, f'{unit.path}: {key}')
     piece, mask = packing.encode_doc(tok, prompt, completion, spec.loss_on_prompt, ids)
     for name in names:
-      split[name][0].append(piece)
-      split[name][1].append(mask)
+      split[name].add(piece, mask)
       docs[name] += 1
     if 'heldout' in names:
       text = completion if ids is None else tok.decode(ids, stop_at_eos=False)
       doc_writer.write(json.dumps([prompt, text]).encode())
   doc_writer.close()
   result = {'docs': docs, 'heldout_docs': docs['heldout'], **extreme}
-  for name, (pieces, masks) in split.items():
-    result[name], result[f'{name}_tokens'] = _write_rows(
-        os.path.join(stage, f'{name}-{index:05d}.ar'), pieces, masks, spec.seq_len, tok)
+  for name, rows in split.items():
+    rows.close()
+    result[name], result[f'{name}_tokens'] = rows.rows, rows.tokens
   if stage != out:  # remote: upload the finished shards
     for file in sorted(os.listdir(stage)):
       epath.Path(stage, file).copy(epath.Path(out) / file, overwrite=True)
