@@ -44,7 +44,7 @@ def _words(rng, count: int) -> list[bytes]:
 
 
 def _text_file(path: str, rng, words, megabytes: int) -> None:
-  """Lines of 4-20 Zipf-chosen words, paragraphs between; `megabytes` of it."""
+  """Lines of 4-20 Zipf-chosen words in paragraphs of 5-60 lines (about 0.3-4 KB); `megabytes`."""
   weights = 1.0 / np.arange(1, len(words) + 1)
   weights /= weights.sum()
   with open(path, 'wb') as f:
@@ -54,7 +54,9 @@ def _text_file(path: str, rng, words, megabytes: int) -> None:
       cuts = np.cumsum(rng.integers(4, 21, 40_000))
       lines = [b' '.join(words[i] for i in ids[a:b]) for a, b in zip(cuts[:-1], cuts[1:])
                if b <= len(ids)]
-      block = b'\n'.join(lines) + b'\n\n'
+      sizes = np.cumsum(rng.integers(5, 60, len(lines) // 5))  # paragraphs: the JSONL documents
+      paragraphs = [b'\n'.join(lines[a:b]) for a, b in zip(sizes[:-1], sizes[1:]) if b <= len(lines)]
+      block = b'\n\n'.join(paragraphs) + b'\n\n'
       f.write(block)
       written += len(block)
 

@@ -47,7 +47,7 @@ def _discrete(family: dict) -> list[str]:
     lines.append(
         f'| {seed} | {hp["unary"]}, {hp["redundancy"]}, {hp["lam"]:g}, {hp["tau"]:g} | '
         f'{", ".join(potentials_figure.short(x) for x in d["selected"])} | {d["gamma"]:.3f} '
-        f'({d["kind"]}) | {d["guarantee"]:.3f}{"" if d["applies"] else " (n/a)"} | '
+        f'({d["kind"]}) | {d["guarantee"]:.3f}{"" if d["applies"] else " (no bound: F not monotone)"} | '
         f'{d["value"]:.4f} | {"—" if exhaustive is None else f"{exhaustive:.4f}"} |')
   return lines
 
