@@ -96,6 +96,26 @@ def test_killed_build_resumes_from_finished_units_byte_identical(tmp_path, monke
   assert _shards(resumed.path) == _shards(fresh.path)
 
 
+_BUILDS = '''
+import sys
+from mixing.data import build, formats, tokenizer
+formats.UNIT_BYTES = 1000
+print(build.open_built('web', build.BuildSpec((sys.argv[1],), seq_len=32), tokenizer.BYTES,
+                       sys.argv[2], 1).path)
+'''
+
+
+def test_two_processes_building_one_domain_agree(tmp_path, monkeypatch):
+  glob = _corpus(tmp_path / 'c')
+  cwd = os.path.dirname(os.path.dirname(__file__))
+  procs = [subprocess.Popen([sys.executable, '-c', _BUILDS, glob, str(tmp_path / 'd')], cwd=cwd,
+                            stdout=subprocess.PIPE, text=True) for _ in range(2)]
+  paths = {p.communicate()[0].strip() for p in procs}
+  assert [p.returncode for p in procs] == [0, 0] and len(paths) == 1
+  monkeypatch.setattr(formats, 'UNIT_BYTES', 1000)
+  assert _shards(paths.pop()) == _shards(_open(glob, tmp_path / 'fresh').path)
+
+
 def test_cache_is_checked_without_reading_and_rebuilt_on_change(tmp_path, monkeypatch):
   glob = _corpus(tmp_path / 'c')
   first = _open(glob, tmp_path / 'd')

@@ -126,6 +126,14 @@ def test_recursive_globs_folders_and_hidden_files(tmp_path):
     texts('**/*.rst')
 
 
+def test_relative_globs_and_named_hidden_files(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / 'a.txt').write_text('a\n')
+  (tmp_path / '.env').write_text('named\n')
+  assert [c for _, c, _ in _read(['*.txt'])] == ['a\n']
+  assert [c for _, c, _ in _read(['.env'])] == ['named\n']  # a file named outright is read
+
+
 def test_prompt_answer_template_and_named_text_field(tmp_path):
   (tmp_path / 'qa.jsonl').write_text(''.join(json.dumps(p) + '\n' for p in PAIRS))
   docs = _read([str(tmp_path / 'qa.jsonl')], fields=('question', 'answer'),

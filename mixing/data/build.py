@@ -21,7 +21,9 @@ local copy of each shard.
 
 import bisect
 import concurrent.futures
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -178,7 +180,8 @@ def fingerprint(spec: BuildSpec, files, tok: tokenizer_lib.Tokenizer) -> str:
       else:
         stat = member.stat()
         entries.append([str(member), name, fmt, stat.length, stat.mtime])
-  key = {'version': _VERSION, 'units': [formats.UNIT_BYTES, formats.UNIT_RECORDS],
+  key = {'version': _VERSION,
+         'units': [formats.UNIT_BYTES, formats.UNIT_RECORDS, formats.BLOCK_BYTES],
          'spec': dataclasses.asdict(spec), 'tokenizer': tok.fingerprint, 'files': entries}
   return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -309,6 +312,21 @@ def _run_units(jobs, workers: int, progress: Callable[[int, int], None]):
       raise
 
 
+@contextlib.contextmanager
+def _build_lock(folder: epath.Path):
+  """An exclusive flock on folder/.lock (local folders; a remote one is left unlocked)."""
+  if not records.is_local(folder):
+    yield
+    return
+  folder.mkdir(parents=True, exist_ok=True)
+  fd = os.open(os.path.join(folder, '.lock'), os.O_CREAT | os.O_RDWR, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)
+
+
 def open_built(name: str, spec: BuildSpec, tok: tokenizer_lib.Tokenizer, data_dir: str,
                workers: int = 0) -> Built:
   """The built domain, building (or finishing) it first if needed; see the module docstring.
@@ -320,7 +338,9 @@ def open_built(name: str, spec: BuildSpec, tok: tokenizer_lib.Tokenizer, data_di
   root = epath.Path(data_dir)
   final = root / f'{_safe(name)}-{key[:16]}'
   if not (final / 'index.json').exists():
-    _build(name, spec, tok, files, root, final, workers or os.cpu_count() or 1)
+    with _build_lock(final):  # a second process building the same domain waits, then reads it
+      if not (final / 'index.json').exists():
+        _build(name, spec, tok, files, root, final, workers or os.cpu_count() or 1)
   index = json.loads((final / 'index.json').read_text())
   shard = lambda kind: [str(final / f'{kind}-{u:05d}.ar') for u in range(index['units'])]
   counts = index['counts']

@@ -23,6 +23,7 @@ import dataclasses
 import gzip
 import io
 import json
+import os
 import re
 from typing import Iterator
 
@@ -75,7 +76,7 @@ def expand(globs, reading: Reading) -> list[tuple[epath.Path, str, str]]:
   out, seen = [], set()
   for pattern in globs:
     root, rest = _split_glob(pattern)
-    root_path = epath.Path(root)
+    root_path = epath.Path(os.path.abspath(root) if records.is_local(root) else root)
     if not rest:
       if not root_path.exists():
         raise ValueError(f'path: no such file or directory: {pattern!r}')
@@ -93,7 +94,7 @@ def expand(globs, reading: Reading) -> list[tuple[epath.Path, str, str]]:
     found = 0
     for path in sorted(matches, key=str):
       relative = str(path)[len(str(root_path)):].lstrip('/') or path.name
-      if rest is not None and (path.is_dir() or any(p.startswith('.') for p in relative.split('/'))):
+      if rest and (path.is_dir() or any(p.startswith('.') for p in relative.split('/'))):
         continue
       fmt = 'tfds' if rest is None else _format_of(path.name, reading.format)
       if str(path) not in seen:
