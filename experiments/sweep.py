@@ -12,6 +12,7 @@ holds its own). Ctrl-C, SIGTERM or a kill of the sweep stops its runs (see sweep
 The sweep-file format is in experiments/recipes/sweep_spec.py.
 """
 
+import dataclasses
 import importlib
 import os
 import sys
@@ -25,6 +26,7 @@ from experiments.recipes import sweep_runner
 from experiments.recipes import sweep_spec
 from experiments.training import cli
 from experiments.training import workdir as workdir_lib
+from mixing.data import load as load_lib
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file, e.g. configs/sweeps/quickstart_mixers.py.')
 _WORKERS = flags.DEFINE_integer('workers', 1, 'Runs trained at the same time (local subprocesses).')
@@ -82,7 +84,8 @@ def main(argv):
     cli.fail(f'workers: must be >= 1, got {_WORKERS.value}')
   if _PROGRESS.value < 0:
     cli.fail(f'progress_seconds: must be >= 0, got {_PROGRESS.value}')
-  sweep = sweep_spec.load_sweep(_SWEEP.value)
+  sweep = dataclasses.replace(sweep_spec.load_sweep(_SWEEP.value), domains=tuple(cli.DOMAIN.value))
+  load_lib.merge_domain_flags('', cli.DOMAIN.value)  # a malformed --domain fails before any run
   sweep_dir = _WORKDIR.value or sweep_spec.default_dir(sweep)
   runs = sweep_spec.plan(sweep, sweep_dir, _OVERWRITE.value)
   if not _PRINT.value:
@@ -106,7 +109,7 @@ def main(argv):
 
 def console():
   """The `mixlab-sweep` command."""
-  cli.run(main)
+  cli.run(main, reads_domains=True)
 
 
 if __name__ == '__main__':

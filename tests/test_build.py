@@ -9,6 +9,7 @@ from etils import epath
 import numpy as np
 import pytest
 
+from mixing.data import bpe
 from mixing.data import build
 from mixing.data import formats
 from mixing.data import load as load_lib
@@ -173,6 +174,12 @@ def test_remote_data_dir_and_sources_through_epath(tmp_path, monkeypatch):
     assert [remote.train[i][0].tolist() for i in range(5)] == [
         local.train[i][0].tolist() for i in range(5)]
     assert len(remote.heldout_docs) == len(local.heldout_docs)
+    bpe.train(DOCS, 300, str(tmp_path / 'tok'))  # a tokenizer on the bucket, too
+    epath.Path('gs://bucket/tok').mkdir()
+    for name in ('tokenizer.json', 'tokenizer_config.json'):
+      epath.Path(tmp_path / 'tok' / name).copy(f'gs://bucket/tok/{name}')
+    tok = tokenizer.load('gs://bucket/tok')
+    assert tok.kind == 'hf' and tok.fingerprint == tokenizer.load(str(tmp_path / 'tok')).fingerprint
 
 
 def test_built_rows_feed_the_sampler_and_evaluation(tmp_path):

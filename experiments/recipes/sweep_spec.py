@@ -68,6 +68,7 @@ class Sweep:
   overrides: dict[str, Any]  # dotted field -> value
   num_samples: int
   seed: int
+  domains: tuple[str, ...] = ()  # --domain flags passed to every run
 
 
 @dataclasses.dataclass
@@ -253,7 +254,7 @@ def run_names(all_values: list[dict]) -> list[str]:
 def train_command(sweep: Sweep, run: Run, python: str = sys.executable) -> list[str]:
   cmd = [python, '-m', 'experiments.train', f'--config={sweep.config_path}',
          f'--workdir={run.workdir}']
-  cmd += [f'--config.{f}={v}' for f, v in run.args.items()]
+  cmd += [f'--config.{f}={v}' for f, v in run.args.items()] + [f'--domain={d}' for d in sweep.domains]
   if run.overwrite:
     cmd.append('--overwrite')
   return cmd

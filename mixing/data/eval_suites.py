@@ -10,6 +10,7 @@ Items are scored by exact match after stripping whitespace, prompted as BBH item
 import json
 import os
 
+from etils import epath
 import numpy as np
 
 from mixing.data.domains import BBH_PROMPT, Item
@@ -28,11 +29,10 @@ def _item(obj, where: str) -> Item:
 
 def load_eval_file(path: str) -> list[Item]:
   """The items of one suite file; a ValueError naming the file (and line, for JSONL) otherwise."""
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise ValueError(f'eval_files: no such file: {path!r}')
   try:
-    with open(path, encoding='utf-8') as f:
-      text = f.read()
+    text = epath.Path(path).read_bytes().decode('utf-8')
   except (OSError, UnicodeDecodeError) as e:
     raise ValueError(f'eval_files: cannot read {path!r}: {e}') from None
   items = []

@@ -34,6 +34,22 @@ def local_copy(path: str) -> str:
   return str(local)
 
 
+def local_folder(path: str, names) -> str:
+  """`path` itself, or, for a remote folder (or file), a local folder holding its files `names`
+  (those that exist; a file's own name included) copied once; returns the local path of `path`."""
+  if is_local(path):
+    return path
+  remote = epath.Path(path)
+  folder, own = (remote, None) if remote.is_dir() else (remote.parent, remote.name)
+  key = hashlib.sha256(str(remote).encode()).hexdigest()[:16]
+  local = epath.Path(tempfile.gettempdir()) / 'mixlab_remote' / key
+  local.mkdir(parents=True, exist_ok=True)
+  for name in [n for n in [own, *names] if n]:
+    if (folder / name).exists():
+      epath.Path(local_copy(str(folder / name))).copy(local / name, overwrite=True)
+  return str(local / own) if own else str(local)
+
+
 def record_source(path: str, fmt: str, reading: Reading | None = None):
   """Random access to the records of an ArrayRecord file or (fmt 'tfds') a TFDS split.
 

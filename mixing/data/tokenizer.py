@@ -18,6 +18,8 @@ import os
 
 import numpy as np
 
+from mixing.data import records
+
 # The byte tokenizer's ids, kept as module constants for code and tests that mean bytes specifically.
 BOS = 256
 EOS = 257
@@ -179,6 +181,8 @@ def load(spec: str = 'bytes') -> Tokenizer:
   spec = str(spec or 'bytes')
   if spec == 'bytes':
     return BYTES
+  if '://' in spec:  # a remote tokenizer: its small files, copied once (records.local_folder)
+    spec = records.local_folder(spec, ('tokenizer.json', 'tokenizer.model', 'tokenizer_config.json'))
   path = file_of(spec)
   if path is None:
     raise ValueError(f"tokenizer: {spec!r} is neither 'bytes' nor a tokenizer.json / .model file "
