@@ -210,7 +210,7 @@ def test_inspect_builds_and_reopens_a_domain(tmp_path):
              f'--data_dir={tmp_path / "d"}', '--examples=1', '--workers=1']
   cwd = os.path.dirname(os.path.dirname(__file__))
   out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=cwd).stdout
-  assert 'web ' in out and '=== web ===' in out
+  assert 'web ' in out and '=== web ===' in out and 'MB of shards)' in out
   row = next(l for l in out.splitlines() if l.startswith('web '))
   assert int(row.split()[1].replace(',', '')) + int(row.split()[2].replace(',', '')) == len(DOCS)
   bad = subprocess.run(command[:3] + ['--domain=web2=/no/such/*.jsonl'], capture_output=True,

@@ -38,6 +38,10 @@ def describe(packed_domains, examples: int, seed: int) -> str:
   for p in packed_domains:
     lines.append(f'{p.name:<32} {len(p.domain.train):>10,} {len(p.domain.heldout):>8,} '
                  f'{len(p.train):>8,} {p.train.num_tokens:>12,} {len(p.domain.items):>10,}')
+  for p in packed_domains:
+    if hasattr(p.train, 'folder'):  # a built file domain
+      size = (p.train.nbytes + p.heldout.nbytes) / 2**20
+      lines.append(f'{p.name}: built in {p.train.folder} ({size:,.1f} MB of shards)')
   names = [p.name for p in packed_domains]
   for d, p in enumerate(packed_domains):
     one_hot = np.eye(len(names))[d]

@@ -9,6 +9,7 @@ from mixing.data import build as build_lib
 from mixing.data import domains as domains_lib
 from mixing.data import formats
 from mixing.data import packing
+from mixing.data import shards
 from mixing.data import tokenizer
 from mixing.data.domains import Document, Domain, Item
 
@@ -131,7 +132,7 @@ def file_domain(name: str, spec: FileDomainSpec, data_dir: str, seed: int,
   built = build_lib.open_built(name, build_lib.BuildSpec(
       spec.globs, reading, spec.heldout_fraction, seq_len, loss_on_prompt, seed), tok, data_dir,
       workers)
-  train = build_lib.NotKept(name, built.train_docs)
+  train = shards.NotKept(name, built.train_docs)
   if len(reading.fields) < 2:
     return packing.PackedDomain(Domain(name, train, built.heldout_docs), built.train,
                                 built.heldout, tok)
