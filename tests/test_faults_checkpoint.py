@@ -107,7 +107,9 @@ def _flip_bytes_of_largest_array_file(run):
     (lambda run: _edit_meta(run, _two_domains, False),
      'meta.samplers[0].positions_D: shape (2,), expected (3,)'),
     (lambda run: _edit_meta(run, _more_tokens, True), 'the checksum of its JSON part does not match'),
-    (_flip_bytes_of_largest_array_file, 'the checksum of state array .'),
+    # Flipped bytes land in a compressed chunk (tensorstore cannot decode it) or decode to other
+    # values (the checksum catches them), depending on ocdbt's file layout: both are a bad checkpoint.
+    (_flip_bytes_of_largest_array_file, ('the checksum of state array .', 'failed to restore')),
 ], ids=['meta_key_missing', 'meta_wrong_shape', 'meta_edited', 'array_bytes_flipped'])
 def test_bad_latest_checkpoint_falls_back_to_previous_and_ends_as_whole_run(
     whole, tmp_path, capsys, corrupt, reason):
@@ -116,7 +118,8 @@ def test_bad_latest_checkpoint_falls_back_to_previous_and_ends_as_whole_run(
   printed, trainer = _rerun(run, capsys)
   reports = [line for line in printed if 'checkpoint at step' in line]
   assert len(reports) == 1 and reports[0].startswith('checkpoint at step 10 of '), printed
-  assert reason in reports[0] and 'using the previous one' in reports[0], reports
+  reasons = (reason,) if isinstance(reason, str) else reason
+  assert any(r in reports[0] for r in reasons) and 'using the previous one' in reports[0], reports
   assert (run / 'corrupt_checkpoint_10').exists()
   assert sorted(int(s) for s in os.listdir(run / 'checkpoints')) == [5, 10]
   _assert_same_as_whole(run, trainer, whole)
