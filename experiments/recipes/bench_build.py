@@ -184,9 +184,8 @@ def report(sizes_mb=(200, 1024)) -> str:
         data_dir = os.path.join(root, 'built')
         speed = tokenizer_mb_per_s(glob, tok)
         result = timed_build(glob, spec, data_dir)
-        size = sum(os.path.getsize(p) for p in formats.expand([glob], formats.Reading())
-                   for p in [str(p[0])]) / 2**20
-        text_mb = mb if kind == 'text' else size  # JSONL.zst: compressed MB read
+        files = formats.expand([glob], formats.Reading())
+        text_mb = mb if kind == 'text' else sum(p.stat().length for p, _, _ in files) / 2**20
         rate = mb / result['build_s']
         target = speed * workers / 2
         lines.append(f'{kind:<16} {name:<10} {text_mb:>6.0f} {result["build_s"]:>8.1f} {rate:>7.1f} '

@@ -122,10 +122,7 @@ class _RowWriter:
       return
     rows = packing.rows_of(stream[:keep], mask[:keep], self._seq_len, self._tok)
     self.tokens += rows.num_tokens
-    ids = rows.tokens_NxL1.astype(rows.tokens_NxL1.dtype.newbyteorder('<'))
-    records = np.concatenate([ids.view(np.uint8).reshape(len(rows), -1),
-                              np.packbits(rows.mask_NxL1, axis=1)], axis=1)
-    for record in records:
+    for record in shards.encode_rows(rows.tokens_NxL1, rows.mask_NxL1):
       self._writer.write(record.tobytes())
     self.rows += len(rows)
 
@@ -160,7 +157,7 @@ def build_unit(job) -> dict:
       text = completion if ids is None else tok.decode(ids, stop_at_eos=False)
       doc_writer.write(json.dumps([prompt, text]).encode())
   doc_writer.close()
-  result = {'docs': docs, 'heldout_docs': docs['heldout'], **extreme}
+  result = {'docs': docs, **extreme}
   for name, rows in split.items():
     rows.close()
     result[name], result[f'{name}_tokens'] = rows.rows, rows.tokens
@@ -230,12 +227,13 @@ def _build_lock(folder: epath.Path):
 
 
 def open_built(name: str, spec: BuildSpec, tok: tokenizer_lib.Tokenizer, data_dir: str,
-               workers: int = 0) -> Built:
+               workers: int = 0, files=None) -> Built:
   """The built domain, building (or finishing) it first if needed; see the module docstring.
 
   workers: worker processes (0: one per CPU core; 1: in this process).
+  files: `formats.expand(spec.globs, spec.reading)`, when the caller has it already.
   """
-  files = formats.expand(spec.globs, spec.reading)
+  files = formats.expand(spec.globs, spec.reading) if files is None else files
   key = fingerprint(spec, files, tok)
   root = epath.Path(data_dir)
   final = root / f'{_safe(name)}-{key[:16]}'
@@ -269,13 +267,13 @@ def _build(name, spec, tok, files, root, final, workers):
   try:
     _run_units([(units[u], spec, tok_spec, u, str(folder), {}) for u in todo], workers, progress)
     results = [json.loads((folder / f'unit-{u:05d}.json').read_text()) for u in range(len(units))]
-    total = lambda k: sum(r['docs'][k] for r in results)
-    if total('train') + total('heldout') and not (total('train') and total('heldout')):
+    docs = lambda k: sum(r['docs'][k] for r in results)
+    if docs('train') + docs('heldout') and not (docs('train') and docs('heldout')):
       # Too few documents for the hash to fill both splits: the lowest-hash document is held out
       # (a single document goes to both splits), or the highest-hash one trains.
-      end = 'low' if not total('heldout') else 'high'
+      end = 'low' if not docs('heldout') else 'high'
       pick = (min if end == 'low' else max)(range(len(units)), key=lambda u: results[u][end])
-      count = total('train') + total('heldout')
+      count = docs('train') + docs('heldout')
       split = ['train', 'heldout'] if count == 1 else ['heldout'] if end == 'low' else ['train']
       logging.warning('%s: %d documents, %s: %r goes to %s', name, count,
                       'none held out' if end == 'low' else 'all held out', results[pick][end][1],
@@ -285,12 +283,14 @@ def _build(name, spec, tok, files, root, final, workers):
   except ValueError:
     folder.rmtree(missing_ok=True)  # bad input: nothing of this build is kept
     raise
-  total = lambda k: sum(r[k] for r in results)
+  total = lambda k: sum(r[k] for r in results)  # rows and tokens
   if not total('train'):
     folder.rmtree(missing_ok=True)
     raise ValueError(f'path: no documents in {", ".join(spec.globs)} (empty or whitespace-only)')
   index = {'units': len(units), 'dtype': np.dtype(tok.token_dtype).name,
-           'counts': {k: [r[k] for r in results] for k in ('train', 'heldout', 'heldout_docs')},
+           'counts': {'train': [r['train'] for r in results],
+                      'heldout': [r['heldout'] for r in results],
+                      'heldout_docs': [r['docs']['heldout'] for r in results]},
            'train_tokens': total('train_tokens'), 'heldout_tokens': total('heldout_tokens'),
            'train_docs': sum(r['docs']['train'] for r in results), 'seq_len': spec.seq_len,
            'tokenizer': tok.fingerprint, 'globs': list(spec.globs)}

@@ -54,8 +54,9 @@ class FileDomainSpec:
                            self.prompt, chunk_chars, self.split)
 
 
-def check_file_spec(name: str, spec: FileDomainSpec) -> None:
-  """Raises a ValueError naming domain_files.NAME.<field> for a bad spec or globs matching nothing."""
+def check_file_spec(name: str, spec: FileDomainSpec, chunk_chars: int = 1) -> list:
+  """The files the spec's globs match (`formats.expand`, read with `chunk_chars`), or a ValueError
+  naming domain_files.NAME.<field> for a bad spec or globs matching nothing."""
   field = f'domain_files.{name}'
   fields = spec.reading(1).fields
   if len(fields) > 2:
@@ -71,7 +72,7 @@ def check_file_spec(name: str, spec: FileDomainSpec) -> None:
   if not spec.globs:
     raise ValueError(f'{field}.path: empty')
   try:
-    formats.expand(spec.globs, spec.reading(1))
+    return formats.expand(spec.globs, spec.reading(chunk_chars))
   except ValueError as e:
     raise ValueError(f'{field}.{e}') from None
 
@@ -127,11 +128,11 @@ def file_domain(name: str, spec: FileDomainSpec, data_dir: str, seed: int,
                 opts: domains_lib.BuiltinOptions, seq_len: int = 128, loss_on_prompt: bool = True,
                 tok: tokenizer.Tokenizer = tokenizer.BYTES, workers: int = 0) -> packing.PackedDomain:
   """The packed file domain `name`, built (streaming, cached) by build.open_built."""
-  check_file_spec(name, spec)
+  files = check_file_spec(name, spec, opts.chunk_chars)
   reading = spec.reading(opts.chunk_chars)
   built = build_lib.open_built(name, build_lib.BuildSpec(
       spec.globs, reading, spec.heldout_fraction, seq_len, loss_on_prompt, seed), tok, data_dir,
-      workers)
+      workers, files)
   train = shards.NotKept(name, built.train_docs)
   if len(reading.fields) < 2:
     return packing.PackedDomain(Domain(name, train, built.heldout_docs), built.train,
@@ -147,11 +148,11 @@ def file_domain(name: str, spec: FileDomainSpec, data_dir: str, seed: int,
   return packing.PackedDomain(domain, built.train, built.heldout, tok)
 
 
-def file_texts(spec: FileDomainSpec, seed: int, chunk_chars: int):
-  """The training documents' texts of a file domain, streamed (for training a tokenizer)."""
-  check_file_spec('', spec)
+def file_texts(name: str, spec: FileDomainSpec, seed: int, chunk_chars: int):
+  """The training documents' texts of file domain `name`, streamed (for training a tokenizer)."""
+  files = check_file_spec(name, spec, chunk_chars)
   reading = spec.reading(chunk_chars)
-  for unit in formats.plan(formats.expand(spec.globs, reading), reading):
+  for unit in formats.plan(files, reading):
     for _, prompt, completion, ids in formats.documents(unit, reading):
       if ids is None and build_lib.content_hash(prompt, completion, ids, seed) >= spec.heldout_fraction:
         yield prompt + completion
@@ -161,7 +162,7 @@ def domain_texts(name: str, files: Mapping[str, FileDomainSpec], seed: int,
                  opts: domains_lib.BuiltinOptions):
   """The training texts of domain `name` (a file domain if `files` names it, else a built-in one)."""
   if name in files:
-    return file_texts(files[name], seed, opts.chunk_chars)
+    return file_texts(name, files[name], seed, opts.chunk_chars)
   return (d.prompt + d.completion for d in domains_lib.builtin_domain(name, seed, opts).train)
 
 

@@ -46,7 +46,7 @@ def pack(docs: Sequence[Document], seq_len: int, loss_on_prompt: bool = True,
     piece, mask = encode_doc(tok, doc.prompt, doc.completion, loss_on_prompt)
     pieces.append(piece)
     masks.append(mask)
-  return rows_of(np.concatenate(pieces).astype(tok.token_dtype), np.concatenate(masks), seq_len, tok)
+  return rows_of(np.concatenate(pieces), np.concatenate(masks), seq_len, tok)
 
 
 def encode_doc(tok: tokenizer_lib.Tokenizer, prompt: str, completion: str, loss_on_prompt: bool,
