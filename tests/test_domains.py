@@ -42,6 +42,19 @@ def test_packing_masks_prompts_and_padding_and_keeps_every_token():
   assert with_prompt.num_tokens == rows.num_tokens + prompt_len - 1 + 0  # BOS never counts
 
 
+@pytest.mark.parametrize('loss_on_prompt', [True, False])
+def test_byte_documents_encode_as_the_tokenizer_frames_them(loss_on_prompt):
+  for prompt, completion in [('', 'plain'), ('Q: naïve?\nA:', ' café ✓'), ('only prompt', ''),
+                             ('', '')]:
+    tokens, mask = packing.encode_doc(tokenizer.BYTES, prompt, completion, loss_on_prompt)
+    prompt_T = tokenizer.encode(prompt, bos=True)
+    expected = np.concatenate([prompt_T, tokenizer.encode(completion, eos=True)])
+    assert tokens.dtype == tokenizer.BYTES.token_dtype and mask.dtype == np.uint8
+    np.testing.assert_array_equal(tokens, expected)
+    np.testing.assert_array_equal(mask, [0] + [loss_on_prompt] * (len(prompt_T) - 1)
+                                  + [1] * (len(expected) - len(prompt_T)))
+
+
 @pytest.mark.parametrize('name', ['math/easy', 'bbh/navigate', 'synthetic/copy'])
 def test_generated_domains_are_seeded(name):
   a = domains_lib.builtin_domain(name, seed=3, opts=SMALL)

@@ -10,6 +10,7 @@ is a single-process pass over 32 MB of the same documents; a build's target is h
 worker count. About 10 minutes on 2 cores; the corpora (about 2.7 GB) are deleted afterwards.
 """
 
+import glob as glob_lib
 import json
 import os
 import shutil
@@ -135,6 +136,20 @@ def tokenizer_mb_per_s(glob: str, tok, megabytes: int = 32) -> float:
   return size / 2**20 / (time.perf_counter() - start)
 
 
+def io_floor_mb_per_s(path: str, out_dir: str) -> float:
+  """One process reading a text file and writing what a byte build must write at least (each byte
+  as a uint16 id, plus the loss mask's bits), nothing else: MB/s of text."""
+  start = time.perf_counter()
+  with open(path, 'rb') as f:
+    ids = np.frombuffer(f.read(), np.uint8).astype(np.uint16)
+  with open(os.path.join(out_dir, 'floor.bin'), 'wb') as f:
+    f.write(ids.tobytes())
+    f.write(np.packbits(np.ones(len(ids), np.uint8)).tobytes())
+  seconds = time.perf_counter() - start
+  os.remove(os.path.join(out_dir, 'floor.bin'))
+  return len(ids) / 2**20 / seconds
+
+
 def reopen_s(glob: str, tok, data_dir: str) -> float:
   start = time.perf_counter()
   build.open_built('bench', build.BuildSpec((glob,), seq_len=SEQ_LEN), tok, data_dir)
@@ -192,6 +207,11 @@ def report(sizes_mb=(200, 1024)) -> str:
                      f'{speed:>9.1f} {target:>7.1f} {rate / target:>6.2f} '
                      f'{result["peak_rss_gb"]:>12.2f} {reopen_s(glob, tok, data_dir):>10.3f}')
         shutil.rmtree(data_dir, ignore_errors=True)
+    text_file = sorted(glob_lib.glob(corpora[('text', sizes_mb[-1])]))[0]
+    floor = max(io_floor_mb_per_s(text_file, root) for _ in range(3))
+    lines.append(f'\nI/O floor of a byte build (one process reads a {FILE_MB} MB text file and writes '
+                 f'its ids and mask bits, nothing else; best of 3): {floor:.0f} MB/s, '
+                 f'x {workers} workers = {floor * workers:.0f} MB/s')
     first, again = thousand_domains(root)
     lines.append(f'\n1,000 one-file domains: first build {first:.1f} s; re-open all, sampler and '
                  f'one batch {again:.2f} s')

@@ -42,8 +42,10 @@ from mixing.data import records
 from mixing.data import shards
 from mixing.data import tokenizer as tokenizer_lib
 
-_VERSION = 2  # bump to invalidate every cached build
-_OPTIONS = 'group_size:1,uncompressed'  # one record per chunk: cheap random access
+_VERSION = 3  # bump to invalidate every cached build
+# Chunks of 8 uncompressed records: writes cost a quarter of one-record chunks' and a random read
+# decodes at most 8 rows (measured here: 1.7 vs 6.5 us per write, reads about the same).
+_OPTIONS = 'group_size:8,uncompressed'
 
 
 @dataclasses.dataclass(frozen=True)

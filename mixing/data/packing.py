@@ -53,6 +53,15 @@ def encode_doc(tok: tokenizer_lib.Tokenizer, prompt: str, completion: str, loss_
                ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
   """(tokens, mask) of BOS + prompt + completion + EOS; `ids` (already tokenized) replaces the
   text's ids as the completion."""
+  if ids is None and isinstance(tok, tokenizer_lib.ByteTokenizer):  # the same, in one copy
+    prompt_b, completion_b = prompt.encode('utf-8'), completion.encode('utf-8')
+    tokens = np.empty(len(prompt_b) + len(completion_b) + 2, tok.token_dtype)
+    tokens[0], tokens[-1] = tok.bos_id, tok.eos_id
+    tokens[1:-1] = np.frombuffer(prompt_b + completion_b, np.uint8)
+    mask = np.ones(len(tokens), np.uint8)
+    mask[:len(prompt_b) + 1] = loss_on_prompt
+    mask[0] = 0
+    return tokens, mask
   prompt_T = tok.encode(prompt, bos=True)
   completion_T = (tok.encode(completion, eos=True) if ids is None else
                   np.concatenate([ids, [tok.eos_id]]).astype(np.int32))
@@ -65,7 +74,7 @@ def encode_doc(tok: tokenizer_lib.Tokenizer, prompt: str, completion: str, loss_
 def rows_of(stream: np.ndarray, mask: np.ndarray, seq_len: int,
             tok: tokenizer_lib.Tokenizer) -> PackedRows:
   """Cuts a token stream and its mask into rows of seq_len + 1, padding the last (mask 0)."""
-  stream = stream.astype(tok.token_dtype)
+  stream = stream.astype(tok.token_dtype, copy=False)
   row = seq_len + 1
   pad = -len(stream) % row
   stream = np.concatenate([stream, np.full(pad, tok.pad_id, tok.token_dtype)])

@@ -20,7 +20,7 @@ from mixing.data.domains import Document
 
 def encode_rows(tokens_NxL1: np.ndarray, mask_NxL1: np.ndarray) -> np.ndarray:
   """One uint8 record per row: its ids (little-endian) then its mask's packed bits."""
-  ids = tokens_NxL1.astype(tokens_NxL1.dtype.newbyteorder('<'))
+  ids = tokens_NxL1.astype(tokens_NxL1.dtype.newbyteorder('<'), copy=False)
   return np.concatenate([ids.view(np.uint8).reshape(len(ids), -1),
                          np.packbits(mask_NxL1, axis=1)], axis=1)
 
