@@ -1,9 +1,10 @@
 """TaskPGM over seeds and two model families (experiments/recipes/taskpgm_seeds.py).
 
-The pool: BBH-format tasks, near-duplicates of some in other phrasings, math levels and a noise
-task, of very different sizes (size_spread). The evaluation suite: the BBH tasks (plus any
-`eval_files`), each split by a seeded split into a validation part (the only part any choice looks
-at: the unary gains, the probes, hyperparameter selection) and a test part (read once, reported).
+The pool: BBH-format tasks, near-duplicates of some in other phrasings, math levels, a noise task
+and tasks unrelated to the suites (prose, code, synthetic text), of very different sizes
+(size_spread). The evaluation suite: the BBH tasks (plus any `eval_files`), each split by a seeded
+split into a validation part (the only part any choice looks at: the unary gains, the probes,
+hyperparameter selection) and a test part (read once, reported).
 """
 
 import ml_collections
@@ -17,11 +18,14 @@ BBH_TASKS = ('boolean_expressions', 'date_understanding', 'dyck_languages', 'for
              'reasoning_about_colored_objects', 'temporal_sequences',
              'tracking_shuffled_objects', 'web_of_lies', 'word_sorting')
 BBH = ','.join(f'bbh/{t}' for t in BBH_TASKS)
+# Tasks unrelated to the BBH suites, as generic text is in real instruction pools.
+UNRELATED = ('prose/poems', 'code/python', 'synthetic/copy', 'synthetic/markov')
 REPHRASED = ('boolean_expressions', 'navigate', 'web_of_lies', 'word_sorting', 'object_counting',
              'date_understanding', 'hyperbaton', 'temporal_sequences')
 POOL = ','.join([BBH] + [f'rephrase/bbh/{t}' for t in REPHRASED]
                 + ['variant1/bbh/navigate', 'variant1/bbh/formal_fallacies', 'math/easy',
-                   'math/medium', 'math/hard', 'noise/qa'])  # 30 tasks
+                   'math/medium', 'math/hard', 'noise/qa']
+                + list(UNRELATED))  # 34 tasks: 26 BBH-format, 8 that the suites do not ask for
 
 
 def pool_100() -> str:
@@ -39,7 +43,9 @@ def get_config(variant: str = ''):
   t.eval_tasks = BBH  # pool tasks whose evaluation items form the evaluation suite
   t.eval_files = ''  # extra suites: comma-separated JSONL / BBH-JSON files
   t.val_fraction = 0.5  # share of each suite's items in its validation part
-  t.seeds = '0,1,2,3,4'  # one whole pipeline per seed (config.seed and config.data.seed)
+  # One whole pipeline per seed (config.seed and config.data.seed). Seeds 0-4 were development seeds
+  # (the selection grid below was settled on them); the reported seeds are new.
+  t.seeds = '5,6,7,8,9'
   t.families = 'quickstart,gqa'  # model families, each a model section in family_models
   t.family_models = ml_collections.ConfigDict()
   t.family_models.quickstart = models.get_config('quickstart')  # 2 layers, d_model 128, MHA
@@ -67,15 +73,17 @@ def get_config(variant: str = ''):
   # Selection on the validation parts: every combination is a candidate mixture, fine-tuned on the
   # same budget; the best mean validation choice accuracy is reported as `taskpgm`.
   t.select = ml_collections.ConfigDict()
-  t.select.unary = 'val_choice,val_loss'  # unary kinds tried
+  # Unary kinds tried. val_loss is left out: on the development seeds it rewarded noise/qa (any
+  # prompt-answer task teaches the answer format), whose mixtures lost on validation and test.
+  t.select.unary = 'val_choice'
   t.select.redundancy = 'jsd,pmi'  # redundancy kinds tried
   t.select.lam = '0.5,2.0'  # lam values tried
-  t.select.tau = '0.1'  # tau values tried
+  t.select.tau = '0.1,0.3'  # tau values tried (0.1 alone gave peaked mixtures on the dev seeds)
   t.budget = 6  # tasks the discrete greedy variant may pick (its lam is lam / budget)
   t.temperature = 2.0  # the temperature-sampling baseline's T
   t.finetune_steps = 100  # the same fine-tuning budget for every mixture
   t.num_options = 4  # options per multiple-choice item (answer + distractors from the suite)
-  t.em_items = 24  # test items per suite also scored by exact match (greedy decoding; 0: none)
+  t.em_items = 16  # test items per suite also scored by exact match (greedy decoding; 0: none)
   # Pool sizes: task i keeps num_train / size_spread**x_i training items, x_i in [0, 1] fixed by its
   # name (1: every task the same size).
   t.size_spread = 20.0
@@ -83,8 +91,8 @@ def get_config(variant: str = ''):
   config.batch_size = 8  # fine-tuning batch, in sequences
   config.data.loss_on_prompt = False  # supervised fine-tuning: only answers carry loss
   config.data.num_train = 2000  # generated training items per task (before size_spread)
-  config.data.num_heldout = 200  # held-out items per task (evaluation items come from these)
-  config.eval_items = 200  # evaluation items per task (split into validation and test)
+  config.data.num_heldout = 300  # held-out items per task (evaluation items come from these)
+  config.eval_items = 300  # evaluation items per task (split into validation and test: 150 each)
   config.domains = t.get_ref('tasks')
   config.optimizer.learning_rate = 1e-3  # fine-tuning learning rate
   config.optimizer.warmup_steps = 10  # fine-tuning warmup
