@@ -31,7 +31,7 @@ def _tiny(tmp_path, seeds='0'):
   t.seeds, t.families = seeds, 'tiny'
   t.family_models = ml_collections.ConfigDict({'tiny': models.get_config('tiny')})
   t.select.lam = '0.5,2.0'
-  t.select.unary = 'val_choice'
+  t.select.unary, t.select.tau = 'val_choice', '0.1'
   config.seq_len, config.batch_size = 64, 8
   config.eval_items = 8
   config.data.num_train, config.data.num_heldout = 40, 12
@@ -85,7 +85,10 @@ def test_pipeline_over_seeds_writes_every_output_and_resumes(tmp_path):
     assert d['value'] <= d['exhaustive_value'] + 1e-12  # C(5, 2) subsets: exhaustive search ran
     assert d['value'] >= d['guarantee'] * d['exhaustive_value'] - 1e-12 or not d['applies']
   text = (work / 'results.md').read_text()
-  assert text.count('| taskpgm |') == 4 and '± ' in text and '− uniform' in text
+  # Two accuracy tables with their per-suite details, and the mixtures table.
+  assert text.count('| taskpgm |') == 5 and '± ' in text and '− uniform' in text
+  # Uniform puts 3/5 of its weight on the pool's 3 tasks that are not suites, over 5 tasks.
+  assert '| uniform | 0.60 | 5.0 |' in text
   assert (work / 'tiny' / 'potentials.png').exists() and str(work / 'results.md') in written
   stamp = os.path.getmtime(work / 'tiny' / 'seed_0' / 'potentials.npz')
   again = seeds_lib.run(config, str(work), log=lambda *_: None)

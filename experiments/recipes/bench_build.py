@@ -7,7 +7,8 @@ Generates 200 MB and 1 GB corpora of random-word text (a folder of .txt files, a
 tokenizer and with a BPE (8,192, trained here on 8 MB of it) in a fresh process using every core, and
 measures the process tree's peak RSS (its summed VmRSS, polled every 50 ms). The tokenizer's own speed
 is a single-process pass over 32 MB of the same documents; a build's target is half of that times the
-worker count. About 10 minutes on 2 cores; the corpora (about 2.7 GB) are deleted afterwards.
+worker count. The I/O floor: one process reading a text file and writing only what a byte build
+must (its ids and mask bits), the bound on any byte build. About 7 minutes on 2 cores; the corpora (about 2.7 GB) are deleted afterwards.
 """
 
 import glob as glob_lib

@@ -60,6 +60,24 @@ def _timings(workdir: str, name: str, seeds) -> str:
   return ', '.join(f'{k} {np.mean([r[k] for r in rows if k in r]):.2f} s' for k in keys) or 'none'
 
 
+def _mixtures(workdir: str, name: str, seeds, suites) -> list[str]:
+  """Per method, over the seeds whose scores.json exists: the weight on pool tasks that are not
+  evaluation suites, and the effective number of tasks, e^H(p)."""
+  runs = [atomic.read_json(p) for s in seeds
+          if os.path.exists(p := os.path.join(workdir, name, f'seed_{s}', 'scores.json'))]
+  if not runs:
+    return []
+  lines = ['| method | weight on tasks outside the suites | effective number of tasks (e^H) |',
+           '|---|---:|---:|']
+  for method in runs[0]['weights']:
+    mixes = [np.array([w for task, w in r['weights'][method].items() if task not in suites])
+             for r in runs]
+    probs = [np.array([w for w in r['weights'][method].values() if w > 0]) for r in runs]
+    lines.append(f'| {method} | {np.mean([m.sum() for m in mixes]):.2f} | '
+                 f'{np.mean([np.exp(-(p * np.log(p)).sum()) for p in probs]):.1f} |')
+  return [f'## {name}: the mixtures (mean over seeds)', '', *lines, '']
+
+
 def markdown(results: dict, workdir: str = '') -> str:
   seeds = results['seeds']
   out = ['# TaskPGM over seeds and model families', '',
@@ -73,6 +91,7 @@ def markdown(results: dict, workdir: str = '') -> str:
             *_table(family['methods'], suites), '',
             f'## {name}: exact match (greedy decoding)', '',
             *_table(family['exact_match'], suites), '',
+            *_mixtures(workdir, name, seeds, suites),
             f'## {name}: selection and the discrete variant', '', *_discrete(family), '',
             f'Wall time per seed (mean; solve, greedy, gamma and exhaustive per candidate): '
             f'{_timings(workdir, name, seeds)}.', '']
