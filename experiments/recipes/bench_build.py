@@ -8,7 +8,8 @@ tokenizer and with a BPE (8,192, trained here on 8 MB of it) in a fresh process 
 measures the process tree's peak RSS (its summed VmRSS, polled every 50 ms). The tokenizer's own speed
 is a single-process pass over 32 MB of the same documents; a build's target is half of that times the
 worker count. The I/O floor: one process reading a text file and writing only what a byte build
-must (its ids and mask bits), the bound on any byte build. About 7 minutes on 2 cores; the corpora (about 2.7 GB) are deleted afterwards.
+must (its ids and mask bits), a bound on any byte build. About 7 minutes on 2 cores; the corpora
+(about 2.7 GB) are deleted afterwards.
 """
 
 import glob as glob_lib

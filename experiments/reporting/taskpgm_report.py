@@ -60,16 +60,16 @@ def _timings(workdir: str, name: str, seeds) -> str:
   return ', '.join(f'{k} {np.mean([r[k] for r in rows if k in r]):.2f} s' for k in keys) or 'none'
 
 
-def _mixtures(workdir: str, name: str, seeds, suites) -> list[str]:
-  """Per method, over the seeds whose scores.json exists: the weight on pool tasks that are not
-  evaluation suites, and the effective number of tasks, e^H(p)."""
+def _mixtures(workdir: str, name: str, seeds, suites, methods) -> list[str]:
+  """Per method (in the order of `methods`), over the seeds whose scores.json exists: the weight on
+  pool tasks that are not evaluation suites, and the effective number of tasks, e^H(p)."""
   runs = [atomic.read_json(p) for s in seeds
           if os.path.exists(p := os.path.join(workdir, name, f'seed_{s}', 'scores.json'))]
   if not runs:
     return []
   lines = ['| method | weight on tasks outside the suites | effective number of tasks (e^H) |',
            '|---|---:|---:|']
-  for method in runs[0]['weights']:
+  for method in [m for m in methods if m in runs[0]['weights']]:
     mixes = [np.array([w for task, w in r['weights'][method].items() if task not in suites])
              for r in runs]
     probs = [np.array([w for w in r['weights'][method].values() if w > 0]) for r in runs]
@@ -91,7 +91,7 @@ def markdown(results: dict, workdir: str = '') -> str:
             *_table(family['methods'], suites), '',
             f'## {name}: exact match (greedy decoding)', '',
             *_table(family['exact_match'], suites), '',
-            *_mixtures(workdir, name, seeds, suites),
+            *_mixtures(workdir, name, seeds, suites, list(family['methods'])),
             f'## {name}: selection and the discrete variant', '', *_discrete(family), '',
             f'Wall time per seed (mean; solve, greedy, gamma and exhaustive per candidate): '
             f'{_timings(workdir, name, seeds)}.', '']
