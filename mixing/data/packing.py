@@ -53,22 +53,17 @@ def encode_doc(tok: tokenizer_lib.Tokenizer, prompt: str, completion: str, loss_
                ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
   """(tokens, mask) of BOS + prompt + completion + EOS; `ids` (already tokenized) replaces the
   text's ids as the completion."""
-  if ids is None and isinstance(tok, tokenizer_lib.ByteTokenizer):  # the same, in one copy
-    prompt_b, completion_b = prompt.encode('utf-8'), completion.encode('utf-8')
-    tokens = np.empty(len(prompt_b) + len(completion_b) + 2, tok.token_dtype)
-    tokens[0], tokens[-1] = tok.bos_id, tok.eos_id
-    tokens[1:-1] = np.frombuffer(prompt_b + completion_b, np.uint8)
-    mask = np.ones(len(tokens), np.uint8)
-    mask[:len(prompt_b) + 1] = loss_on_prompt
-    mask[0] = 0
-    return tokens, mask
-  prompt_T = tok.encode(prompt, bos=True)
-  completion_T = (tok.encode(completion, eos=True) if ids is None else
-                  np.concatenate([ids, [tok.eos_id]]).astype(np.int32))
-  prompt_mask = np.full(prompt_T.shape, loss_on_prompt, np.uint8)
-  prompt_mask[0] = 0  # BOS is never a target
-  return (np.concatenate([prompt_T, completion_T]).astype(tok.token_dtype),
-          np.concatenate([prompt_mask, np.ones(completion_T.shape, np.uint8)]))
+  prompt_T = tok.encode(prompt)
+  completion_T = tok.encode(completion) if ids is None else ids
+  split = len(prompt_T) + 1  # BOS and the prompt
+  tokens = np.empty(split + len(completion_T) + 1, tok.token_dtype)  # one copy, in the row dtype
+  tokens[0], tokens[-1] = tok.bos_id, tok.eos_id
+  tokens[1:split] = prompt_T
+  tokens[split:-1] = completion_T
+  mask = np.ones(len(tokens), np.uint8)
+  mask[:split] = loss_on_prompt
+  mask[0] = 0  # BOS is never a target
+  return tokens, mask
 
 
 def rows_of(stream: np.ndarray, mask: np.ndarray, seq_len: int,

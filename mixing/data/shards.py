@@ -67,10 +67,10 @@ class ShardRows:
                num_tokens: int, limit: int | None = None):
     self._records = _Records(paths, counts, limit)
     self._dtype, self._row_len = np.dtype(dtype), row_len
-    total = sum(counts)  # the first `limit` rows: loss tokens scale with them
+    self._all_tokens = num_tokens  # of every row; the first `limit` rows' scale with them
+    total = sum(counts)
     self._num_tokens = (num_tokens if self._records.size == total else
                         int(round(num_tokens * self._records.size / max(total, 1))))
-    self._args = (row_len, dtype, num_tokens)
 
   def __len__(self) -> int:
     return self._records.size
@@ -91,7 +91,8 @@ class ShardRows:
     return sum(epath.Path(p).stat().length for p in self._records.paths)
 
   def head(self, n: int) -> 'ShardRows':
-    return ShardRows(self._records.paths, self._records.counts(), *self._args, n)
+    return ShardRows(self._records.paths, self._records.counts(), self._row_len, self._dtype,
+                     self._all_tokens, n)
 
   def _decode(self, record: bytes):
     split = self._row_len * self._dtype.itemsize
