@@ -46,6 +46,8 @@ CASES = [
      'optimizer.b2: must be in [0, 1)'),
     ('bool-field-text', 'train', [_TINY, '--workdir={run}', '--config.data.loss_on_prompt=maybe'],
      'config.data.loss_on_prompt'),
+    ('draws-unknown', 'train', [_TINY, '--workdir={run}', '--config.data.draws=sobol'],
+     "data.draws: 'sobol' is not one of iid, quasi"),
     ('str-field-none', 'train', ['--config={none_domains}', '--workdir={run}'],
      'domains: must be a string, got None'),
     ('negative-int', 'train', [_TINY, '--workdir={run}', '--config.seed=-1'], 'seed: must be >= 0'),

@@ -79,19 +79,51 @@ def test_same_seed_and_history_same_batches_different_seed_differs():
   assert not np.array_equal(run(0), run(1))
 
 
+@pytest.mark.parametrize('draws, bound', [('quasi', 4), ('iid', None)])
+def test_quasi_draws_track_the_weight_history_within_a_few_examples(draws, bound):
+  """At every step of every seed, examples drawn per domain minus what the weight history asked for
+  (3 weight vectors over 2,400 examples): quasi-random draws stay within 4; i.i.d. ones do not."""
+  worst = 0.0
+  for seed in range(10):
+    s = _make((0.1, 0.2, 0.7), batch=8, seed=seed, draws=draws)
+    for step in range(300):
+      if step in (100, 200):
+        s.set_weights([0.5, 0.25, 0.25] if step == 100 else [0.0, 0.9, 0.1])
+      s.next_batch()
+      realized = s.realized()
+      worst = max(worst, np.abs(realized['counts_D'] - realized['expected_D']).max())
+  if bound is None:
+    assert worst > 20  # sqrt(2,400 * 0.7 * 0.3) = 22: i.i.d. noise, what quasi draws remove
+  else:
+    assert worst <= bound
+
+
+def test_quasi_draws_differ_by_seed_and_never_draw_a_zero_weight_domain():
+  a, b = _make(seed=0, draws='quasi'), _make(seed=1, draws='quasi')
+  assert not np.array_equal(a.next_batch()['domain_B'], b.next_batch()['domain_B'])
+  s = _make((0.0, 0.3, 0.7), batch=64, draws='quasi')
+  assert 0 not in np.concatenate([s.next_batch()['domain_B'] for _ in range(50)])
+
+
+def test_unknown_draws_is_refused_naming_the_field():
+  with pytest.raises(ValueError, match=r"^data.draws: 'sobol' is not one of iid, quasi$"):
+    _make(draws='sobol')
+
+
 _CHILD = r'''
 import json, sys, numpy as np
 sys.path.insert(0, {root!r})
 from tests.test_sampler import _make
-s = _make(batch=16)
+s = _make(batch=16, draws={draws!r})
 s.restore({{k: np.asarray(v) for k, v in json.load(open({state!r})).items()}})
 out = np.stack([s.next_batch()['inputs_BxL'] for _ in range(100)])
 sys.stdout.buffer.write(out.tobytes())
 '''
 
 
-def test_restore_in_a_fresh_process_gives_identical_next_100_batches(tmp_path):
-  s = _make(batch=16)
+@pytest.mark.parametrize('draws', sampler_lib.DRAWS)
+def test_restore_in_a_fresh_process_gives_identical_next_100_batches(tmp_path, draws):
+  s = _make(batch=16, draws=draws)
   for k in range(7):
     if k == 3:
       s.set_weights([0.6, 0.1, 0.3])
@@ -100,7 +132,7 @@ def test_restore_in_a_fresh_process_gives_identical_next_100_batches(tmp_path):
   path = tmp_path / 'state.json'
   path.write_text(json.dumps(state))
   expected = np.stack([s.next_batch()['inputs_BxL'] for _ in range(100)]).astype(np.int32)
-  code = _CHILD.format(root=ROOT, state=str(path))
+  code = _CHILD.format(root=ROOT, state=str(path), draws=draws)
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, check=True).stdout
   assert out == expected.tobytes()
 

@@ -142,6 +142,19 @@ def test_unusable_workdirs_are_one_line_before_anything_is_written(tmp_path):
   assert not os.listdir(read_only)
 
 
+def test_a_record_older_than_an_added_field_resumes_at_its_old_value_only(tmp_path):
+  """A workdir recorded before `data.draws` existed ran i.i.d. draws: the same config resumes there,
+  one with quasi-random draws is another config."""
+  old = {'seed': 1, 'data': {'seed': 0}}
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  new = lambda draws: ml_collections.ConfigDict({'seed': 1, 'data': {'seed': 0, 'draws': draws}})
+  with pytest.raises(ValueError, match=r'another config \(differs in data\.draws\)'):
+    workdir_lib.claim(str(tmp_path), new('quasi'))
+  workdir_lib.claim(str(tmp_path), new('iid'))
+  workdir_lib.release(str(tmp_path))
+  assert workdir_lib.differences({'data': {'draws': 'iid'}}, {'data': {}}) == ['data.draws']
+
+
 def test_two_train_processes_on_one_workdir(tmp_path):
   run = tmp_path / 'run'
   cmd = [sys.executable, '-m', 'experiments.train', '--config=configs/tiny.py', f'--workdir={run}',

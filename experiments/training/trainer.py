@@ -55,7 +55,8 @@ class Trainer(loop_lib.Loop):
                                                  config.batch_size)
     self.sampler = sampler_lib.MixtureSampler(
         [d.train for d in self.domains], self.names, weights, config.batch_size, config.seed,
-        local_rows=runtime.process_rows(self.mesh, config.batch_size))
+        local_rows=runtime.process_rows(self.mesh, config.batch_size),
+        draws=config.data.get('draws', 'iid'))
     self.samplers = [self.sampler]
     self.mixer = mixer
     self.mixer_state = mixer.init([mixer_lib.DomainInfo(d.name, d.train.num_tokens)

@@ -86,6 +86,7 @@ def check_config(config: ml_collections.ConfigDict):
     check_number(field, _get(config, field), float, 0, 1, open_high=True)
   for field, kind in _TYPES.items():
     check_type(field, _get(config, field), kind)
+  sampler_lib.check_draws(config.data.get('draws', 'iid'))
   if config.mesh.data == 0:
     raise ValueError('mesh.data: -1 (every device not on the model axis) or a device count, got 0')
   presets.resolve(config.model)

@@ -58,9 +58,16 @@ def flatten(tree, prefix: str = '') -> dict[str, Any]:
   return out
 
 
+# Fields added after older records were written, with the value every run before them used: a record
+# without one ran with that value (so upgrading mixlab does not orphan a workdir).
+ADDED = {'data.draws': 'iid'}
+
+
 def differences(old: dict, new: dict) -> list[str]:
-  """Dotted fields whose values differ, ignoring RESUMABLE ones."""
+  """Dotted fields whose values differ, ignoring RESUMABLE ones (and an ADDED field missing from
+  `old` at the value older runs used)."""
   a, b = flatten(old), flatten(new)
+  a.update({k: v for k, v in ADDED.items() if k not in a and k in b})
   return sorted(k for k in a.keys() | b.keys()
                 if k.split('.')[0] not in RESUMABLE and k not in RESUMABLE and a.get(k) != b.get(k))
 

@@ -1,7 +1,11 @@
 """A weighted mixture sampler over grain domain sources whose weights may change at any step.
 
 Batch `step` is a pure function of (seed, step, weights in force, per-domain positions):
-  domain_B = inverse-CDF draws of uniforms from PCG64 seeded by (seed, step), against the current weights;
+  domain_B = inverse-CDF draws of uniforms against the current weights: with draws='iid', uniforms
+    from PCG64 seeded by (seed, step); with draws='quasi', the golden-ratio (Weyl) sequence
+    u_n = frac(offset_seed + n * 0.618...) at n = step * batch_size + i, a low-discrepancy sequence:
+    every window of n draws gives domain d within O(log n) of n * w_d examples (i.i.d. draws: within
+    about sqrt(n * w_d)), so runs differ by far less than the i.i.d. sampling noise;
   the k-th example ever drawn from domain d is element k of grain's
   `MapDataset.source(rows_d).seed(seed_d).shuffle().repeat()`, a stateless per-epoch permutation.
 So the state is only (seed, step, positions_D, weight history), which checkpoints as a few small arrays
@@ -45,9 +49,28 @@ def validate_weights(weights, names: Sequence[str], field: str = 'weights') -> n
   return w / w.sum()
 
 
-def draw_domains(seed: int, step: int, weights_D: np.ndarray, batch_size: int) -> np.ndarray:
-  """The domain of each example of batch `step`: i.i.d. draws from `weights_D`, deterministic."""
-  uniform_B = np.random.Generator(np.random.PCG64([seed, step])).random(batch_size)
+DRAWS = ('iid', 'quasi')
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: the Weyl sequence's step, in 2^-64
+
+
+def check_draws(draws) -> None:
+  if draws not in DRAWS:
+    raise ValueError(f'data.draws: {draws!r} is not one of {", ".join(DRAWS)}')
+
+
+def draw_domains(seed: int, step: int, weights_D: np.ndarray, batch_size: int,
+                 draws: str = 'iid') -> np.ndarray:
+  """The domain of each example of batch `step` from `weights_D`, deterministic: i.i.d. draws, or the
+  seed's quasi-random (Weyl) sequence (see the module docstring)."""
+  if draws == 'iid':
+    uniform_B = np.random.Generator(np.random.PCG64([seed, step])).random(batch_size)
+  elif draws == 'quasi':
+    offset = np.random.Generator(np.random.PCG64([seed, 1 << 32])).integers(
+        0, 1 << 64, dtype=np.uint64, endpoint=False)
+    n_B = np.uint64(step) * np.uint64(batch_size) + np.arange(batch_size, dtype=np.uint64)
+    uniform_B = (offset + n_B * _GOLDEN >> np.uint64(11)).astype(np.float64) / 2.0**53  # wraps mod 2^64
+  else:
+    check_draws(draws)
   cdf_D = np.cumsum(weights_D)
   cdf_D /= cdf_D[-1]
   return np.minimum(np.searchsorted(cdf_D, uniform_B, side='right'), len(weights_D) - 1)
@@ -68,9 +91,11 @@ class MixtureSampler:
 
   def __init__(self, sources: Sequence, names: Sequence[str], weights, global_batch_size: int,
                seed: int = 0, process_index: int = 0, process_count: int = 1,
-               local_rows: Sequence[int] | None = None):
+               local_rows: Sequence[int] | None = None, draws: str = 'iid'):
     """`local_rows`: the global batch rows this process reads, ascending (default: block
-    `process_index` of `process_count` equal blocks); a device mesh may assign other sets."""
+    `process_index` of `process_count` equal blocks); a device mesh may assign other sets.
+    `draws`: 'iid' or 'quasi', how each batch's domains are drawn (see the module docstring)."""
+    check_draws(draws)
     if len(sources) != len(names) or not names:
       raise ValueError(f'domains: need one source per name, got {len(sources)} for {len(names)}')
     for name, source in zip(names, sources):
@@ -86,7 +111,7 @@ class MixtureSampler:
     per_process = global_batch_size // process_count
     self._local = (slice(process_index * per_process, (process_index + 1) * per_process)
                    if local_rows is None else np.asarray(local_rows, np.int64))
-    self.seed = int(seed)
+    self.seed, self.draws = int(seed), draws
     self.step = 0
     self.positions_D = np.zeros(len(names), np.int64)
     self.history_steps_H = np.zeros(1, np.int64)
@@ -114,7 +139,7 @@ class MixtureSampler:
 
   def next_batch(self) -> dict[str, np.ndarray]:
     """This process's slice of the next global batch: inputs, targets, mask and domain ids."""
-    domain_B = draw_domains(self.seed, self.step, self.weights_D, self.batch_size)
+    domain_B = draw_domains(self.seed, self.step, self.weights_D, self.batch_size, self.draws)
     index_B = self.positions_D[domain_B] + _rank_within_batch(domain_B)
     rows = [self._dataset(d)[int(i)] for d, i in
             zip(domain_B[self._local], index_B[self._local])]
