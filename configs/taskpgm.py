@@ -43,9 +43,11 @@ def get_config(variant: str = ''):
   t.eval_tasks = BBH  # pool tasks whose evaluation items form the evaluation suite
   t.eval_files = ''  # extra suites: comma-separated JSONL / BBH-JSON files
   t.val_fraction = 0.5  # share of each suite's items in its validation part
-  # One whole pipeline per seed (config.seed and config.data.seed). Seeds 0-4 were development seeds
-  # (the selection grid below was settled on them); the reported seeds are new.
-  t.seeds = '5,6,7,8,9'
+  # One whole pipeline per seed (config.seed and config.data.seed). Seeds 0-4: development (the
+  # selection grid below was settled on them); 5-9: the first report, with the unary read on 32
+  # items per suite (its mixtures kept the unrelated tasks in, which led to unary_items = 0); 10-14,
+  # reported now, were not looked at before that choice.
+  t.seeds = '10,11,12,13,14'
   t.families = 'quickstart,gqa'  # model families, each a model section in family_models
   t.family_models = ml_collections.ConfigDict()
   t.family_models.quickstart = models.get_config('quickstart')  # 2 layers, d_model 128, MHA
@@ -63,7 +65,9 @@ def get_config(variant: str = ''):
   # suites), 'val_acc' (the same with exact match: slow, decodes every validation item per task),
   # 'val_loss' (answer-token NLL gain), 'size' (log10 of its training tokens).
   t.unary = 'val_choice'
-  t.unary_items = 32  # validation items per suite the unary gains and probes read (0: all)
+  # Validation items per suite the unary gains and probes read (0: all). 32 left the unary so noisy
+  # that tasks the suites never ask for got gains above BBH tasks' (README: TaskPGM).
+  t.unary_items = 0
   t.redundancy = 'jsd'  # R: 'jsd' (1 - JSD/ln 2) or 'pmi' (max(PMI,0)); for a single run's defaults
   # Keep R's diagonal (a task is redundant with itself: R_ii = 1 for JSD, the self-PMI for PMI).
   # False is the pairwise-only energy (sum over i != j), reported as the 'pairwise-only' ablation.
@@ -99,6 +103,7 @@ def get_config(variant: str = ''):
   if variant == 'n100':  # the N = 100 pool, one seed and family: potentials, solve, greedy at size
     t.tasks = pool_100()
     t.seeds, t.families = '0', 'quickstart'
+    t.unary_items = 32  # as in its reported run
   elif variant:
     raise ValueError(f'configs/taskpgm.py: unknown variant {variant!r} (known: n100)')
   return config
