@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.loss_on_prompt = True  # False: only completions (answers) carry loss, as in SFT
   # How each batch's domains are drawn from the weights: 'iid' (independent draws) or 'quasi' (a
   # golden-ratio low-discrepancy sequence: every stretch of steps gets its weights' share to within
-  # a few examples, so runs that differ only in their seed differ less; mixing/data/sampler.py).
+  # a few examples; mixing/data/sampler.py).
   config.data.draws = 'iid'
 
   config.model = models.get_config('quickstart')  # presets and per-field overrides: models/presets.py

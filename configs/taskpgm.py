@@ -65,8 +65,8 @@ def get_config(variant: str = ''):
   # suites), 'val_acc' (the same with exact match: slow, decodes every validation item per task),
   # 'val_loss' (answer-token NLL gain), 'size' (log10 of its training tokens).
   t.unary = 'val_choice'
-  # Validation items per suite the unary gains and probes read (0: all). 32 left the unary so noisy
-  # that tasks the suites never ask for got gains above BBH tasks' (README: TaskPGM).
+  # Validation items per suite the unary gains and probes read (0: all). The first report read 32, a
+  # noisy unary; reading all of them did not make TaskPGM beat uniform either (README: TaskPGM).
   t.unary_items = 0
   t.redundancy = 'jsd'  # R: 'jsd' (1 - JSD/ln 2) or 'pmi' (max(PMI,0)); for a single run's defaults
   # Keep R's diagonal (a task is redundant with itself: R_ii = 1 for JSD, the self-PMI for PMI).

@@ -5,7 +5,7 @@ Batch `step` is a pure function of (seed, step, weights in force, per-domain pos
     from PCG64 seeded by (seed, step); with draws='quasi', the golden-ratio (Weyl) sequence
     u_n = frac(offset_seed + n * 0.618...) at n = step * batch_size + i, a low-discrepancy sequence:
     every window of n draws gives domain d within O(log n) of n * w_d examples (i.i.d. draws: within
-    about sqrt(n * w_d)), so runs differ by far less than the i.i.d. sampling noise;
+    about sqrt(n * w_d)), so a run's realized mixture is its weights, not a sample of them;
   the k-th example ever drawn from domain d is element k of grain's
   `MapDataset.source(rows_d).seed(seed_d).shuffle().repeat()`, a stateless per-epoch permutation.
 So the state is only (seed, step, positions_D, weight history), which checkpoints as a few small arrays
