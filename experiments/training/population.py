@@ -23,6 +23,7 @@ from experiments.training import loop as loop_lib
 from experiments.training import runtime
 from experiments.training import state as state_lib
 from experiments.training import step as step_lib
+from experiments.training import validate
 from mixing.data import sampler as sampler_lib
 
 
@@ -71,7 +72,7 @@ class Population(loop_lib.Loop):
     seeds_K = list(range(config.seed, config.seed + self.k)) if seeds_K is None else seeds_K
     self.samplers = [
         sampler_lib.MixtureSampler([d.train for d in self.domains], self.names, w,
-                                   config.batch_size, int(s), draws=config.data.get('draws', 'iid'))
+                                   config.batch_size, int(s), draws=validate.data_draws(config))
         for w, s in zip(weights_KxD, seeds_K)]
     if init_params is not None and jax.process_count() > 1:
       # A jit cannot take arrays committed to devices (a restored base model) onto a mesh that spans

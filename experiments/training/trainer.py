@@ -56,7 +56,7 @@ class Trainer(loop_lib.Loop):
     self.sampler = sampler_lib.MixtureSampler(
         [d.train for d in self.domains], self.names, weights, config.batch_size, config.seed,
         local_rows=runtime.process_rows(self.mesh, config.batch_size),
-        draws=config.data.get('draws', 'iid'))
+        draws=validate.data_draws(config))
     self.samplers = [self.sampler]
     self.mixer = mixer
     self.mixer_state = mixer.init([mixer_lib.DomainInfo(d.name, d.train.num_tokens)

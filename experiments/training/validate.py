@@ -13,6 +13,7 @@ import ml_collections
 
 from experiments.training import cli
 from experiments.training import state as state_lib
+from experiments.training import workdir as workdir_lib
 from mixing import registry
 from models import presets
 from models import sharding as sharding_lib
@@ -36,6 +37,12 @@ _BELOW_ONE = ('optimizer.b1', 'optimizer.b2')  # Adam's betas: in [0, 1)
 _TYPES = {'data.loss_on_prompt': bool, 'domains': str, 'init_from': str, 'data.dir': str,
           'mixer.name': str, 'mixer.agent_dir': str}
 _NAMES = {int: 'an integer', float: 'a number', bool: 'True or False', str: 'a string'}
+
+
+def data_draws(config) -> str:
+  """config.data.draws: how batches' domains are drawn (configs older than the field: the value
+  their runs used, workdir.ADDED)."""
+  return config.data.get('draws', workdir_lib.ADDED['data.draws'])
 
 
 def _get(config, dotted):
@@ -86,7 +93,7 @@ def check_config(config: ml_collections.ConfigDict):
     check_number(field, _get(config, field), float, 0, 1, open_high=True)
   for field, kind in _TYPES.items():
     check_type(field, _get(config, field), kind)
-  sampler_lib.check_draws(config.data.get('draws', 'iid'))
+  sampler_lib.check_draws(data_draws(config))
   if config.mesh.data == 0:
     raise ValueError('mesh.data: -1 (every device not on the model axis) or a device count, got 0')
   presets.resolve(config.model)

@@ -16,6 +16,7 @@ a domain costs one lazily built MapDataset. Under several processes every proces
 domain vector (cheap) but reads only the rows of its own slice of the global batch.
 """
 
+import functools
 import math
 from typing import Mapping, Sequence
 
@@ -53,6 +54,13 @@ DRAWS = ('iid', 'quasi')
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: the Weyl sequence's step, in 2^-64
 
 
+@functools.lru_cache(maxsize=256)
+def _weyl_offset(seed: int) -> np.uint64:
+  """The seed's start in the Weyl sequence (a function of the seed only: cached, not per batch)."""
+  return np.random.Generator(np.random.PCG64([seed, 1 << 32])).integers(
+      0, 1 << 64, dtype=np.uint64, endpoint=False)
+
+
 def check_draws(draws) -> None:
   if draws not in DRAWS:
     raise ValueError(f'data.draws: {draws!r} is not one of {", ".join(DRAWS)}')
@@ -65,8 +73,7 @@ def draw_domains(seed: int, step: int, weights_D: np.ndarray, batch_size: int,
   if draws == 'iid':
     uniform_B = np.random.Generator(np.random.PCG64([seed, step])).random(batch_size)
   elif draws == 'quasi':
-    offset = np.random.Generator(np.random.PCG64([seed, 1 << 32])).integers(
-        0, 1 << 64, dtype=np.uint64, endpoint=False)
+    offset = _weyl_offset(int(seed))
     n_B = np.uint64(step) * np.uint64(batch_size) + np.arange(batch_size, dtype=np.uint64)
     uniform_B = (offset + n_B * _GOLDEN >> np.uint64(11)).astype(np.float64) / 2.0**53  # wraps mod 2^64
   else:
