@@ -5,7 +5,8 @@ r"""Exports a mixlab run's newest model as a Hugging Face checkpoint folder (Lla
 DIR gets config.json, model.safetensors (or shards and model.safetensors.index.json) and the run's
 tokenizer file (tokenizer.json and tokenizer_config.json, or tokenizer.model); `transformers`'
 AutoModelForCausalLM.from_pretrained(DIR) reads it. A run that started from init_from=hf:SRC keeps
-SRC's config.json fields (model_type, special-token ids, ...) with mixlab's shapes.
+SRC's config.json fields (model_type, special-token ids, ...) with mixlab's shapes. W and DIR may be
+gs:// URLs (DIR is then written locally and uploaded).
 """
 
 from absl import flags

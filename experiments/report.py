@@ -12,8 +12,10 @@ Writes ROOT/report.md (or the file --out) and prints it.
 """
 
 import os
+import tempfile
 
 from absl import flags
+from etils import epath
 
 from experiments.training import atomic
 from experiments.training import cli
@@ -47,18 +49,36 @@ def find_runs(root: str | None, workdirs) -> list[str]:
   return runs
 
 
-def _report_workdir():
-  if _ROOT.value or _WORKDIRS.value:
-    raise ValueError('workdir: give either --workdir or --root/--workdirs, not both')
-  cli.check_writable('out' if _OUT.value else 'workdir', _OUT.value or _WORKDIR.value)
-  for path in report_dir(_WORKDIR.value, _OUT.value, _SOURCE.value, _TARGET.value):
-    print(path)
+def report_workdir(workdir: str, out: str | None, source: str | None, target: str | None) -> None:
+  """`--workdir`'s report (plots.report_dir), printing the files written."""
+  cli.check_writable('out' if out else 'workdir', out or workdir)
+  if not atomic.is_remote(workdir) and not atomic.is_remote(out):
+    for path in report_dir(workdir, out, source, target):
+      print(path)
+    return
+  # A remote workdir is read from a local copy of its files (checkpoints and TensorBoard events
+  # left out); a remote --out (or the remote workdir itself) gets the report's files uploaded.
+  with tempfile.TemporaryDirectory(prefix='mixlab-report-') as local:
+    if not epath.Path(workdir).is_dir():
+      raise ValueError(f'workdir: not a directory: {workdir!r}')
+    here = atomic.download(workdir, os.path.join(local, 'run')) if atomic.is_remote(workdir) \
+        else workdir
+    there = out or workdir
+    written = report_dir(here, os.path.join(local, 'out') if atomic.is_remote(there) else there,
+                         source, target, shown=workdir)
+    if atomic.is_remote(there):
+      written = atomic.upload(os.path.join(local, 'out'), there,
+                              [os.path.relpath(p, os.path.join(local, 'out')) for p in written])
+    for path in written:
+      print(path)
 
 
 def main(argv):
   del argv
   if _WORKDIR.value is not None:
-    return _report_workdir()
+    if _ROOT.value or _WORKDIRS.value:
+      raise ValueError('workdir: give either --workdir or --root/--workdirs, not both')
+    return report_workdir(_WORKDIR.value, _OUT.value, _SOURCE.value, _TARGET.value)
   if _SOURCE.value or _TARGET.value:
     raise ValueError('source: --source/--target need --workdir')
   runs = find_runs(_ROOT.value, _WORKDIRS.value)

@@ -16,7 +16,8 @@ from experiments.training import validate
 from experiments.training import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. configs/quickstart.py.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics.jsonl, tb/.',
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics.jsonl, tb/; a path or a '
+                               'gs:// URL.',
                                required=True)
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace a workdir that holds another run.')
 
@@ -28,7 +29,7 @@ def main(argv):
   if config is None:
     raise ValueError('config: give --config=FILE (e.g. configs/quickstart.py)')
   validate.check_run(config)  # before claiming: a mistyped config must not claim the workdir
-  workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
+  workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value, remote=True)
   if 'continual' in config and not config.init_from:  # continual runs start from the base model
     config = continual.continual_config(config)
   trainer = runs.make_trainer(config, _WORKDIR.value)

@@ -15,19 +15,24 @@ and the one before it is tried. Checkpoints written before checksums existed res
 With several processes, an array sharded across processes (no process holds it whole) has no
 checksum: each process addresses only its own shards and only one process writes the JSON, so such
 arrays are checked only as far as orbax checks them when reading.
+
+The directory may be remote (`gs://...`): orbax writes it itself, and setting a checkpoint aside goes
+through etils.epath.
 """
 
 import json
 import os
-import shutil
 from typing import Any, Callable
 import zlib
 
 from absl import logging
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+
+from mixing.data import records
 
 CHECKSUMS = '__checksums__'  # the key of the checksums in a checkpoint's JSON part
 
@@ -102,7 +107,7 @@ def _verified_meta(raw, state) -> dict:
 class Checkpointer:
 
   def __init__(self, directory: str, keep: int, read_only: bool = False):
-    self.directory = os.path.abspath(directory)
+    self.directory = os.path.abspath(directory) if records.is_local(directory) else directory
     self.read_only = read_only
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
@@ -147,17 +152,16 @@ class Checkpointer:
     return None
 
   def _set_aside(self, step: int):
-    path = os.path.join(self.directory, str(step))
-    if jax.process_index() == 0 and os.path.exists(path):
-      target = os.path.join(os.path.dirname(self.directory), f'corrupt_checkpoint_{step}')
+    path = epath.Path(self.directory) / str(step)
+    if jax.process_index() == 0 and path.exists():
+      target = path.parent.parent / f'corrupt_checkpoint_{step}'
       n = 1
-      while os.path.exists(target):  # the same step set aside before: keep both
-        target, n = os.path.join(os.path.dirname(self.directory),
-                                 f'corrupt_checkpoint_{step}.{n}'), n + 1
+      while target.exists():  # the same step set aside before: keep both
+        target, n = path.parent.parent / f'corrupt_checkpoint_{step}.{n}', n + 1
       try:
-        os.replace(path, target)
+        path.rename(target)
       except OSError as e:  # the restore goes on with the previous checkpoint regardless
-        print(f'could not move {path} aside ({e.strerror}); it is skipped', flush=True)
+        print(f'could not move {path} aside ({e.strerror or e}); it is skipped', flush=True)
     if jax.process_count() > 1:  # the others must not list the steps again before it is moved
       multihost_utils.sync_global_devices(f'checkpoint.set_aside.{step}')
     self._manager.reload()
@@ -175,7 +179,7 @@ def abstract_of(tree):
 def load_run_state(run_dir: str, like):
   """The train state of another run's newest checkpoint (e.g. a base model to continue from)."""
   folder = os.path.join(run_dir, 'checkpoints')
-  if not os.path.isdir(folder):
+  if not epath.Path(folder).is_dir():
     raise ValueError(f'init_from: no checkpoints in {run_dir!r}')
   restored = Checkpointer(folder, keep=1000, read_only=True).restore_latest(abstract_of(like))
   if restored is None:

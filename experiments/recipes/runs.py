@@ -4,14 +4,19 @@
 Builders that need trained models (DoReMi, RegMix, the agent, TaskPGM) get `RunStages`: proxies train
 under WORKDIR/<mixer name>/, the continual base model comes from its cache. A mixer built from such
 stages that comes out static is cached as WORKDIR/<mixer name>/mixture.json, so a re-run reuses it.
+With a remote WORKDIR (`gs://...`) the proxies train in a local folder (`stage_folder`; one process
+only) and only mixture.json goes to the bucket.
 
 `run_and_score` is how comparisons run a continual run: it claims the run's workdir for the run's
 config (workdir.claim: a finished run is reused only if that config made it) and scores it.
 """
 
+import hashlib
 import json
 import os
+import tempfile
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -36,8 +41,10 @@ class RunStages:
 
   def _start(self) -> str:
     self.used = True
+    self.folder = stage_folder(self.folder)
     os.makedirs(self.folder, exist_ok=True)
     return self.folder
+
 
   def domain_sizes(self) -> list[int]:
     return [d.train.num_tokens for d in self.domains]
@@ -73,18 +80,29 @@ class RunStages:
                        'section (configs/continual_math.py): the domain roles and the base model')
 
 
+def stage_folder(folder: str) -> str:
+  """Where a run's mixer stages train: WORKDIR/<mixer name> itself, or for a remote WORKDIR a local
+  folder named by it (proxies write with plain file IO; one process, as other hosts would not see it)."""
+  if not atomic.is_remote(folder):
+    return folder
+  if jax.process_count() > 1:
+    raise ValueError(f'mixer.name: {os.path.basename(folder)} trains proxies in a local folder, '
+                     f'which the processes of a run with a remote workdir ({folder}) do not share; '
+                     'give a workdir every host mounts')
+  key = hashlib.sha256(folder.encode()).hexdigest()[:16]
+  return os.path.join(tempfile.gettempdir(), 'mixlab_stages', key)
+
+
 def build_mixer(config, workdir: str, domains, quiet: bool = True) -> mixer_lib.Mixer:
   """The Mixer config.mixer names; its stages run (or are reused) first."""
   names, weights, packed = domains
   name = config.mixer.name
   registry.check(config.mixer, len(names))
-  cache = os.path.join(workdir, name, 'mixture.json')
-  if os.path.exists(cache):
-    with open(cache) as f:
-      saved = json.load(f)
-    if saved.get('domains') == list(names):
-      return mixer_lib.Static(np.array(saved['weights']))
-  stages = RunStages(config, os.path.join(workdir, name), packed, quiet)
+  cache = atomic.join(workdir, name, 'mixture.json')
+  saved = atomic.read_json(cache) or {}
+  if saved.get('domains') == list(names):
+    return mixer_lib.Static(np.array(saved['weights']))
+  stages = RunStages(config, atomic.join(workdir, name), packed, quiet)
   mixer = registry.build(config, registry.Context(names, weights, stages))
   if stages.used and isinstance(mixer, mixer_lib.Static) and mixer.fixed_weights() is not None:
     runtime.on_process_0(f'write {cache}', atomic.write_json, cache,

@@ -322,9 +322,11 @@ def _scatter_points(runs, scores, source, target):
   return {}, None, None
 
 
-def report_dir(path: str, out_dir: str | None = None, source=None, target=None) -> list[str]:
+def report_dir(path: str, out_dir: str | None = None, source=None, target=None,
+               shown: str | None = None) -> list[str]:
   """Every plot and table `path` supports, written into `out_dir` (default `path`); returns the
-  files written. Raises ValueError naming the field for a missing path, bad groups or nothing to
+  files written. `shown`: the workdir the report names (default `path`; e.g. the gs:// URL of which
+  `path` is a local copy). Raises ValueError naming the field for a missing path, bad groups or nothing to
   report, before writing anything."""
   if not os.path.isdir(path):
     raise ValueError(f'workdir: not a directory: {path!r}')
@@ -346,7 +348,7 @@ def report_dir(path: str, out_dir: str | None = None, source=None, target=None) 
   front = {list(points)[i] for i in pareto_front(list(points.values()))}
   os.makedirs(out_dir := out_dir or path, exist_ok=True)
   out = lambda name: os.path.join(out_dir, name)
-  written, parts = [], [f'# Report: {os.path.abspath(path)}']
+  written, parts = [], [f'# Report: {shown or os.path.abspath(path)}']
 
   def figure(name, caption, paths):
     written.extend(paths)

@@ -257,7 +257,7 @@ class Loop:
       self.since_update = Sums.zeros(self.members, len(self.names))
     if boundary and self._checkpointing and (step % c.checkpoint_every == 0 or step == c.steps):
       self.checkpointer.save(step, self.state, self.meta())
-      if os.path.isdir(workdir_lib.replaced_path(self.workdir)):  # --overwrite's old run: once this
+      if workdir_lib.has_replaced(self.workdir):  # --overwrite's old run: once this
         self.checkpointer.wait()  # run's first checkpoint is committed, it is no longer needed
         workdir_lib.release_replaced(self.workdir)
 

@@ -5,14 +5,26 @@ after k), so a resumed run's metrics file equals an uninterrupted run's. Nothing
 last line cut short by a killed write is dropped with a warning (a bad line elsewhere is an error
 naming the file and line), a resumed run warns if the file lacks rows it should have, and a file
 deleted or truncated while the run writes it is warned about once, naming it.
+
+A remote workdir (`gs://...`) is mirrored: the writer works on a local copy of its file (and of the
+TensorBoard events it writes) and uploads them, each as one object, every UPLOAD_SECONDS and on
+close. A run killed between uploads loses at most that many seconds of rows, which its resumption
+warns about as above.
 """
 
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 
+from etils import epath
 import numpy as np
+
+from experiments.training import atomic
+
+UPLOAD_SECONDS = 30.0  # a remote workdir's metrics are uploaded at least this often
 
 
 def _jsonable(value):
@@ -24,13 +36,15 @@ def warn(message: str) -> None:
   print(f'warning: {message}', flush=True)
 
 
-def read_jsonl(path: str) -> list[dict]:
-  """The objects of a JSON-lines file ([] if there is none). A last line that is not JSON (a write
-  cut short) is dropped with a warning; any other bad line is a ValueError naming the file and line."""
-  if not os.path.exists(path):
+def read_jsonl(path: str, name: str = '') -> list[dict]:
+  """The objects of a JSON-lines file (local or remote; [] if there is none). A last line that is not
+  JSON (a write cut short) is dropped with a warning; any other bad line is a ValueError naming the
+  file (as `name`, if given) and line."""
+  if not epath.Path(path).exists():
     return []
-  with open(path) as f:
+  with epath.Path(path).open() as f:
     lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+  path = name or path
   rows = []
   for i, line in lines:
     try:
@@ -57,7 +71,14 @@ class MetricsWriter:
                filename: str = 'metrics.jsonl', tensorboard: bool = True,
                expected_through: int | None = None):
     self.enabled = enabled
+    self._remote = workdir if enabled and atomic.is_remote(workdir) else ''
+    if self._remote:  # the local mirror (see the module docstring)
+      workdir = tempfile.mkdtemp(prefix='mixlab-metrics-')
+      if (epath.Path(self._remote) / filename).exists():
+        (epath.Path(self._remote) / filename).copy(epath.Path(workdir) / filename)
+      self._uploaded = time.monotonic()
     self.path = os.path.join(workdir, filename)
+    self.name = atomic.join(self._remote, filename) if self._remote else self.path  # in messages
     self._tb = None
     self._size = 0  # the file's size after our last write; a smaller file lost lines
     self._warned = False
@@ -65,15 +86,15 @@ class MetricsWriter:
       return
     os.makedirs(workdir, exist_ok=True)
     existed = os.path.exists(self.path)
-    kept = read_jsonl(self.path)
+    kept = read_jsonl(self.path, self.name)
     for i, row in enumerate(kept):
       if not isinstance(row.get('step'), int):
-        raise ValueError(f'{self.path}: row {i + 1} has no integer "step"')
+        raise ValueError(f'{self.name}: row {i + 1} has no integer "step"')
     kept = [r for r in kept if r['step'] <= resume_step]
     last = max((r['step'] for r in kept), default=0)
     if expected_through is not None and last < expected_through:
       found = f'ends at step {last}' if kept else 'has no rows' if existed else 'is missing'
-      warn(f'{self.path} {found}, but the run resumes from step {resume_step}: its rows of steps '
+      warn(f'{self.name} {found}, but the run resumes from step {resume_step}: its rows of steps '
            f'{last + 1}..{expected_through} are lost')
     tmp = self.path + '.tmp'
     with open(tmp, 'w') as f:
@@ -94,7 +115,7 @@ class MetricsWriter:
     if size < self._size and not self._warned:
       self._warned = True
       lost = 'deleted' if size < 0 else 'truncated'
-      warn(f'{self.path} was {lost} while the run was writing it: its rows before step {step} '
+      warn(f'{self.name} was {lost} while the run was writing it: its rows before step {step} '
            'are lost; writing on')
     line = json.dumps(record) + '\n'
     with open(self.path, 'a') as f:
@@ -103,10 +124,25 @@ class MetricsWriter:
     for key, value in scalars.items() if self._tb else ():
       if math.isfinite(float(value)):
         self._tb.add_scalar(key, float(value), step)
+    if self._remote and time.monotonic() - self._uploaded >= UPLOAD_SECONDS:
+      self._upload()
+
+  def _upload(self) -> None:
+    """The mirror's files, each replacing its remote object whole."""
+    if self._tb is not None:
+      self._tb.flush()
+    local = os.path.dirname(self.path)
+    atomic.upload(local, self._remote, [os.path.relpath(os.path.join(folder, name), local)
+                                        for folder, _, files in os.walk(local) for name in files])
+    self._uploaded = time.monotonic()
 
   def close(self):
     if self._tb is not None:
       self._tb.close()
+    if self._remote:
+      self._upload()
+      shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+      self._remote = ''
 
 
 class Progress:

@@ -4,8 +4,10 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from experiments.training import atomic
 from experiments.training import state as state_lib
 from experiments.training import validate
+from experiments.training import workdir as workdir_lib
 from mixing.data import domains as domains_lib
 from mixing.data import load as load_lib
 from models import sharding as sharding_lib
@@ -24,10 +26,16 @@ def load_run_domains(config, train_docs=None):
                                     num_heldout=config.data.num_heldout,
                                     num_eval=max(config.eval_items, 1),
                                     chunk_chars=config.data.chunk_chars)
-  packed = load_lib.load_domains(names, config.seq_len, config.data.seed, files, config.data.dir, opts,
-                                 config.data.loss_on_prompt, train_docs,
-                                 state_lib.run_tokenizer(config), config.data.get('build_workers', 0))
-  return names, weights, packed
+  load = lambda: load_lib.load_domains(
+      names, config.seq_len, config.data.seed, files, config.data.dir, opts,
+      config.data.loss_on_prompt, train_docs, state_lib.run_tokenizer(config),
+      config.data.get('build_workers', 0))
+  if set(names) & set(files) and jax.process_count() > 1 and atomic.is_remote(config.data.dir):
+    # One bucket for every host, and no lock across hosts on an object store: process 0 builds
+    # the file domains, then the others open its build (a bad file is process 0's one line on all).
+    built = workdir_lib.process_0_first(f'data.dir: {config.data.dir}', load)
+    return names, weights, built if jax.process_index() == 0 else load()
+  return names, weights, load()
 
 
 def process_rows(mesh, batch_size: int) -> np.ndarray:

@@ -8,8 +8,11 @@ the mesh's data axis when K divides by it.
 """
 
 import dataclasses
+import functools
+import json
 from typing import Any, Callable, Sequence
 
+from etils import epath
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -18,6 +21,7 @@ import optax
 
 from experiments.training import step as step_lib
 from mixing import checkpoint as checkpoint_lib
+from mixing.data import records
 from mixing.data import tokenizer
 from models import hf
 from models import presets
@@ -49,8 +53,23 @@ def member_sharding(mesh, k: int) -> NamedSharding:
 
 
 def hf_folder(init_from: str) -> str:
-  """The Hugging Face checkpoint folder of init_from='hf:DIR' ('' for a mixlab workdir or none)."""
-  return init_from[3:] if init_from.startswith('hf:') else ''
+  """The Hugging Face checkpoint folder of init_from='hf:DIR' ('' for a mixlab workdir or none); a
+  remote DIR (`hf:gs://...`) is copied once to a local folder (safetensors are memory-mapped)."""
+  folder = init_from[3:] if init_from.startswith('hf:') else ''
+  return _local_hf(folder) if folder and not records.is_local(folder) else folder
+
+
+@functools.lru_cache(maxsize=4)
+def _local_hf(folder: str) -> str:
+  """A local copy of a remote Hugging Face folder's config, tokenizer and safetensors files (each
+  cached by its path, size and mtime: records.local_copy)."""
+  if not (epath.Path(folder) / 'config.json').exists():
+    raise ValueError(f'init_from: no Hugging Face config.json in {folder!r}')
+  index = epath.Path(folder) / hf.INDEX
+  weights = sorted(set(json.loads(index.read_text())['weight_map'].values())) if index.exists() \
+      else ['model.safetensors']
+  return records.local_folder(folder, ['config.json', 'tokenizer.json', 'tokenizer.model',
+                                       'tokenizer_config.json', hf.INDEX, *weights])
 
 
 def run_tokenizer(config) -> tokenizer.Tokenizer:

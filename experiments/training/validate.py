@@ -6,8 +6,8 @@
 """
 
 import math
-import os
 
+from etils import epath
 import jax
 import ml_collections
 
@@ -116,7 +116,7 @@ def check_config(config: ml_collections.ConfigDict):
     if section in config and 'base_root' in config[section]:
       cli.check_writable(f'{section}.base_root', config[section].base_root)
   hf = state_lib.hf_folder(config.init_from)
-  if config.init_from and not hf and not os.path.isdir(os.path.join(config.init_from, 'checkpoints')):
+  if config.init_from and not hf and not epath.Path(config.init_from, 'checkpoints').is_dir():
     raise ValueError(f'init_from: no checkpoints in {config.init_from!r}')
   # The tokenizer loads; an hf: checkpoint's config.json is readable, supported, and fits it.
   state_lib.run_model_config(config)
@@ -170,15 +170,14 @@ def _param_shapes(tree, names=None) -> dict[str, tuple]:
 def check_init_from(config, mesh):
   """init_from's newest checkpoint holds a model of this config's shapes (else restoring it fails
   inside orbax, checkpoint by checkpoint)."""
-  from etils import epath  # pylint: disable=g-import-not-at-top  # only needed with init_from
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  folder = os.path.join(config.init_from, 'checkpoints')
-  steps = sorted((int(s) for s in os.listdir(folder) if s.isdigit()), reverse=True)
+  folder = epath.Path(config.init_from, 'checkpoints')
+  steps = sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit()), reverse=True)
   if not steps:
     raise ValueError(f'init_from: no checkpoints in {config.init_from!r}')
   try:
     there = _param_shapes(ocp.PyTreeCheckpointHandler().metadata(
-        epath.Path(os.path.join(folder, str(steps[0]), 'state'))).tree['params'])
+        folder / str(steps[0]) / 'state').tree['params'])
   except Exception:  # pylint: disable=broad-except  # unreadable: restoring reports it, falls back
     return
   here = _param_shapes(state_lib.abstract_train_state(config, mesh).params)

@@ -7,7 +7,8 @@ the holder lives, another process is refused with one line (ValueError: `workdir
 N on host H (started T); wait for it or stop it`). The OS drops the lock when its holder exits or is
 killed, SIGKILL included, so a dead holder's lock is taken over silently; the file only records the
 holder's pid, host and start time for that message. Within one process the lock is re-entrant (the
-same lock is handed back). With several JAX processes only process 0 locks, and every process raises
+same lock is handed back). A remote workdir (`gs://...`, only `claim(..., remote=True)`, which
+experiments.train passes) has no lock: an object store has no flock. With several JAX processes only process 0 locks, and every process raises
 process 0's error, so none is left waiting in a collective.
 
 Config: W/config.json records the config. Resuming a run (same config, possibly more `steps`) is
@@ -28,6 +29,7 @@ import threading
 import time
 from typing import Any
 
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -108,7 +110,7 @@ def lock(workdir: str) -> object:
   raises process 0's error.
   """
   _check_path(workdir)
-  return _on_process_0(workdir, lambda: _lock_here(workdir))
+  return process_0_first(f'workdir: {workdir}', lambda: _lock_here(workdir))
 
 
 def release(workdir: str) -> None:
@@ -120,12 +122,13 @@ def release(workdir: str) -> None:
     held.release()
 
 
-def _check_path(workdir: str) -> None:
+def _check_path(workdir: str, remote: bool = False) -> None:
   if not workdir:
     raise ValueError('workdir: give --workdir=DIR')
-  if '://' in workdir:  # os.makedirs would make a local folder named 'gs:' on every host
-    raise ValueError(f'workdir: {workdir!r} is a URL; the run writes with plain file IO, so give a '
-                     'path (on several hosts, one they all mount: NFS, Filestore, gcsfuse)')
+  if atomic.is_remote(workdir) and not remote:  # os.makedirs would make a local folder 'gs:'
+    raise ValueError(f'workdir: {workdir!r} is a URL; only experiments.train writes a remote '
+                     'workdir, this command writes with plain file IO, so give a path (on several '
+                     'hosts, one they all mount: NFS, Filestore, gcsfuse)')
 
 
 def _lock_here(workdir: str) -> Lock:
@@ -177,11 +180,12 @@ def _multi() -> bool:
   return jax.distributed.is_initialized() and jax.process_count() > 1
 
 
-def _on_process_0(workdir: str, fn):
-  """fn() on process 0 alone; its ValueError (or OSError, as one) is raised on every process.
+def process_0_first(where: str, fn):
+  """fn() on process 0 alone (None elsewhere); its ValueError (or OSError, as one starting with
+  `where`) is raised on every process.
 
-  On several processes this is also a barrier: no process goes on (and writes into the workdir)
-  before process 0 has locked, cleared (--overwrite) and claimed it.
+  On several processes this is also a barrier: no process goes on (e.g. writes into the workdir)
+  before process 0 is done (has locked, cleared (--overwrite) and claimed it; has built the data).
   """
   result, error = None, ''
   if not _multi() or jax.process_index() == 0:
@@ -190,10 +194,10 @@ def _on_process_0(workdir: str, fn):
     except ValueError as e:
       error = str(e).strip() or 'ValueError'
     except OSError as e:
-      error = f'workdir: {workdir}: {e.strerror or e}'
+      error = f'{where}: {e.strerror or e}'
     except BaseException as e:  # a bug or an interrupt: the others must not wait for process 0
       if _multi():
-        _broadcast(f'workdir: process 0 failed ({type(e).__name__})')
+        _broadcast(f'{where}: process 0 failed ({type(e).__name__})')
       raise
   if _multi():
     error = _broadcast(error)
@@ -210,32 +214,39 @@ def _broadcast(error: str) -> str:
 
 
 # --- one config per workdir -----------------------------------------------------------------------
-def claim(workdir: str, config, overwrite: bool = False) -> None:
+def claim(workdir: str, config, overwrite: bool = False, remote: bool = False) -> None:
   """Locks workdir (see `lock`) and records `config` in it.
 
   ValueError (one line, every process): a workdir in use, a file, one that cannot be written, or one
   holding another config's run unless `overwrite` (then that run is moved aside). The first three
   are found before anything is written.
+  remote: the caller writes through etils.epath, so `workdir` may be a URL (`gs://...`). A remote
+  workdir is not locked (an object store has no flock): one command at a time is the user's to
+  keep; --overwrite is refused there (moving a run aside would copy every object of it).
   """
   new = json.loads(config.to_json_best_effort())
-  _check_path(workdir)
-  _on_process_0(workdir, lambda: _claim_here(workdir, new, overwrite))
+  _check_path(workdir, remote)
+  process_0_first(f'workdir: {workdir}', lambda: _claim_here(workdir, new, overwrite))
   if _multi():
-    _check_shared(workdir, os.path.join(workdir, CONFIG_FILE))
+    _check_shared(workdir, atomic.join(workdir, CONFIG_FILE))
 
 
 def _claim_here(workdir: str, new: dict, overwrite: bool) -> None:
-  held = _lock_here(workdir)  # first: nothing is compared, moved or written under a live run
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = atomic.join(workdir, CONFIG_FILE)
+  if atomic.is_remote(workdir):
+    held = None
+    if overwrite:
+      raise ValueError(f'workdir: --overwrite is not supported on a remote workdir ({workdir}); '
+                       'delete it or give another')
+    print(f'workdir: {workdir} is remote and not locked: run one command on it at a time',
+          flush=True)
+  else:
+    held = _lock_here(workdir)  # first: nothing is compared, moved or written under a live run
   if overwrite:
     if set(os.listdir(workdir)) - {LOCK_FILE}:
       _move_aside(workdir, held)
-  elif os.path.exists(path):
-    with open(path) as f:
-      try:
-        old = json.load(f)
-      except json.JSONDecodeError:
-        old = None
+  elif epath.Path(path).exists():
+    old = atomic.read_json(path)
     diff = ['<unreadable config.json>'] if old is None else differences(old, new)
     if diff:
       shown = ', '.join(diff[:4]) + (f' and {len(diff) - 4} more' if len(diff) > 4 else '')
@@ -245,7 +256,13 @@ def _claim_here(workdir: str, new: dict, overwrite: bool) -> None:
 
 
 def replaced_path(workdir: str) -> str:
-  return os.path.normpath(workdir) + '.replaced'
+  return str(workdir).rstrip('/') + '.replaced' if atomic.is_remote(workdir) else \
+      os.path.normpath(workdir) + '.replaced'
+
+
+def has_replaced(workdir: str) -> bool:
+  """Whether --overwrite's previous run is still kept beside `workdir` (never, for a remote one)."""
+  return not atomic.is_remote(workdir) and os.path.isdir(replaced_path(workdir))
 
 
 def _has_checkpoint(workdir: str) -> bool:
@@ -289,7 +306,7 @@ def _move_aside(workdir: str, held: Lock) -> None:
 def release_replaced(workdir: str) -> None:
   """Deletes the run --overwrite moved aside, once this run has a checkpoint of its own."""
   aside = replaced_path(workdir)
-  if jax.process_index() == 0 and os.path.isdir(aside):
+  if jax.process_index() == 0 and has_replaced(workdir):
     shutil.rmtree(aside, ignore_errors=True)
 
 
@@ -299,7 +316,7 @@ def _check_shared(workdir: str, path: str) -> None:
   A checkpoint holds every host's shards in one directory: a workdir on each host's own disk would
   leave no host with a whole checkpoint to resume from.
   """
-  seen_P = multihost_utils.process_allgather(np.array(os.path.exists(path)))
+  seen_P = multihost_utils.process_allgather(np.array(epath.Path(path).exists()))
   if not np.all(seen_P):  # every process raises, so none is left waiting in a collective
     missing = np.flatnonzero(~np.asarray(seen_P, bool)).tolist()
     raise ValueError(f'workdir: {workdir} is not shared by every process (process '

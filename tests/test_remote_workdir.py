@@ -1,0 +1,174 @@
+"""Remote workdirs and checkpoints (`gs://...`) through etils.epath, on a fake bucket.
+
+The fake bucket maps gs://bucket/... to a folder `store/` (every epath call translated), while the
+process runs in another folder: a plain `open('gs://bucket/x')` would land in ./gs:/bucket/x, not in
+the store, so a file reaching the store went through epath. Orbax gets the same translation (its
+arrays go through tensorstore's GCS driver, which a test cannot reach).
+"""
+
+import contextlib
+import filecmp
+import json
+import os
+import shutil
+
+from etils import epath
+import pytest
+
+from configs import tiny
+from experiments import report as report_cli
+from experiments.recipes import hf_export
+from experiments.recipes import runs
+from experiments.training import metrics as metrics_lib
+from experiments.training import runtime
+from experiments.training import state as state_lib
+from experiments.training import workdir as workdir_lib
+from mixing import checkpoint as checkpoint_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, 'tests', 'fixtures', 'hf')
+_OPS = ('open', 'copy', 'rename', 'exists', 'glob', 'walk', 'isdir', 'listdir', 'makedirs', 'mkdir',
+        'remove', 'replace', 'rmtree', 'stat')
+
+
+@contextlib.contextmanager
+def fake_bucket(tmp_path, monkeypatch):
+  """gs://bucket/... is tmp_path/store/bucket/...; the process runs in tmp_path/cwd."""
+  store = tmp_path / 'store'
+  store.mkdir()
+  for name in ('cwd', 'local'):
+    (tmp_path / name).mkdir()
+  monkeypatch.chdir(tmp_path / 'cwd')
+  monkeypatch.setattr('tempfile.tempdir', str(tmp_path / 'local'))
+
+  def local(path):
+    path = os.fspath(path)
+    return str(store / path[len('gs://'):]) if path.startswith('gs://') else path
+
+  def translate(original, path, *args, **kwargs):
+    return original(local(path), *[local(a) if isinstance(a, (str, os.PathLike)) else a
+                                   for a in args], **kwargs)
+
+  manager = checkpoint_lib.ocp.CheckpointManager
+  monkeypatch.setattr(checkpoint_lib.ocp, 'CheckpointManager',
+                      lambda directory, **kw: manager(local(directory), **kw))
+  with epath.testing.mock_epath(**{op: translate for op in _OPS}):
+    yield store
+
+
+def _config(steps):
+  config = tiny.get_config()
+  config.steps, config.log_every, config.eval_every, config.checkpoint_every = steps, 1, 3, 3
+  config.eval_items = 2
+  return config
+
+
+def _deterministic(rows):
+  return [{k: v for k, v in r.items() if not k.startswith('perf/')} for r in rows]
+
+
+def test_a_run_writes_and_resumes_a_remote_workdir(tmp_path, monkeypatch):
+  local = str(tmp_path / 'plain')
+  workdir_lib.claim(local, _config(6))
+  runs.make_trainer(_config(6), local, quiet=True).run()
+  with fake_bucket(tmp_path, monkeypatch) as store:
+    remote = 'gs://bucket/runs/a'
+    for steps in (3, 6):  # a first run, then the same run extended: it resumes from step 3
+      workdir_lib.claim(remote, _config(steps), remote=True)
+      trainer = runs.make_trainer(_config(steps), remote, quiet=True)
+      trainer.run()
+    assert trainer.step == 6
+    run = store / 'bucket' / 'runs' / 'a'
+    assert {'config.json', 'metrics.jsonl', 'mixer.jsonl', 'summary.json', 'checkpoints',
+            'tb'} <= set(os.listdir(run))
+    assert sorted(os.listdir(run / 'checkpoints')) == ['3', '6']
+    assert any(name.startswith('events.out.tfevents') for name in os.listdir(run / 'tb'))
+    assert not os.listdir(tmp_path / 'cwd')  # nothing written with plain IO to ./gs:/...
+    assert not [f for f in os.listdir(tmp_path / 'local') if f.startswith('mixlab-metrics-')]
+    ours = metrics_lib.read_jsonl(f'{remote}/metrics.jsonl')
+    assert _deterministic(ours) == _deterministic(metrics_lib.read_jsonl(f'{local}/metrics.jsonl'))
+    assert json.loads((run / 'summary.json').read_text())['step'] == 6
+    files = hf_export.export(remote, 'gs://bucket/export', 1 << 30)  # a remote run, to the bucket
+    assert set(files) <= set(os.listdir(store / 'bucket' / 'export'))
+    assert {'config.json', 'model.safetensors'} <= set(files)
+    report_cli.report_workdir(remote, None, None, None)  # experiments.report on the remote run
+    assert {'report.md', 'weights.png', 'eval_curves.png'} <= set(os.listdir(run))
+    assert (run / 'report.md').read_text().startswith(f'# Report: {remote}\n')
+    with pytest.raises(ValueError, match='^workdir: gs://bucket/runs/a holds a run of another '
+                       r'config \(differs in seed\)'):
+      other = _config(6)
+      other.seed = 1
+      workdir_lib.claim(remote, other, remote=True)
+    with pytest.raises(ValueError, match='^workdir: --overwrite is not supported on a remote'):
+      workdir_lib.claim(remote, _config(6), overwrite=True, remote=True)
+    with pytest.raises(ValueError, match="^workdir: 'gs://bucket/q' is a URL; only "
+                       'experiments.train writes a remote workdir'):
+      workdir_lib.claim('gs://bucket/q', _config(6))  # commands that write with plain IO
+
+
+def test_hf_checkpoint_on_a_bucket_is_read_from_a_local_copy(tmp_path, monkeypatch):
+  with fake_bucket(tmp_path, monkeypatch) as store:
+    shutil.copytree(os.path.join(FIXTURES, 'llama3'), store / 'bucket' / 'llama3')
+    folder = state_lib.hf_folder('hf:gs://bucket/llama3')
+    assert folder.startswith(str(tmp_path / 'local'))
+    index = json.loads((store / 'bucket' / 'llama3' / 'model.safetensors.index.json').read_text())
+    wanted = {'config.json', 'model.safetensors.index.json', *index['weight_map'].values()}
+    assert wanted <= set(os.listdir(folder))
+    for name in wanted:
+      assert filecmp.cmp(os.path.join(folder, name), os.path.join(FIXTURES, 'llama3', name), False)
+    config = tiny.get_config()
+    config.init_from = f'hf:{os.path.join(FIXTURES, "llama3")}'
+    config.tokenizer = 'bytes'
+    here = state_lib.run_model_config(config)
+    config.init_from = 'hf:gs://bucket/llama3'
+    assert state_lib.run_model_config(config) == here
+    with pytest.raises(ValueError, match="^init_from: no Hugging Face config.json in "
+                       "'gs://bucket/none'$"):
+      state_lib.hf_folder('hf:gs://bucket/none')
+    assert not os.listdir(tmp_path / 'cwd')
+
+
+@pytest.mark.parametrize('process', [0, 1])
+def test_hosts_sharing_a_bucket_build_once_process_0_first(process, monkeypatch):
+  """With several processes and a remote data.dir, process 0 builds the file domains, the others
+  open its build after it (the broadcast is the barrier); process 0's error is everyone's."""
+  events, failure = [], {'message': ''}
+  monkeypatch.setattr(runtime.jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(runtime.jax, 'process_index', lambda: process)
+  monkeypatch.setattr(workdir_lib, '_multi', lambda: True)
+  def broadcast(message):
+    events.append('barrier')
+    return message if process == 0 else failure['message']
+  monkeypatch.setattr(workdir_lib, '_broadcast', broadcast)
+  def load(*args, **kwargs):
+    events.append('build')
+    if failure['message'] and process == 0:
+      raise ValueError(failure['message'])
+    return ['packed']
+  monkeypatch.setattr(runtime.load_lib, 'load_domains', load)
+  config = tiny.get_config()
+  config.domain_files = {'web': {'path': 'gs://bucket/web/*.jsonl'}}
+  config.domains = 'web:1,math/easy:1'
+  config.data.dir = 'gs://bucket/cache'
+  assert runtime.load_run_domains(config)[2] == ['packed']
+  assert events == (['build', 'barrier'] if process == 0 else ['barrier', 'build'])
+  events.clear()
+  failure['message'] = 'path: gs://bucket/web/a.jsonl:3: invalid JSON'
+  with pytest.raises(ValueError, match='^path: gs://bucket/web/a.jsonl:3: invalid JSON$'):
+    runtime.load_run_domains(config)
+  assert events == (['build', 'barrier'] if process == 0 else ['barrier'])  # no build after it
+  events.clear()
+  failure['message'] = ''
+  config.data.dir = '/tmp/local_cache'  # a local dir: each host builds its own copy, no barrier
+  assert runtime.load_run_domains(config)[2] == ['packed'] and events == ['build']
+
+
+def test_mixer_stages_of_a_remote_run_train_in_a_local_folder(tmp_path, monkeypatch):
+  monkeypatch.setattr('tempfile.tempdir', str(tmp_path))
+  assert runs.stage_folder('/runs/a/doremi') == '/runs/a/doremi'
+  local = runs.stage_folder('gs://bucket/a/doremi')
+  assert local.startswith(str(tmp_path / 'mixlab_stages')) and local != runs.stage_folder(
+      'gs://bucket/b/doremi')
+  monkeypatch.setattr(runs.jax, 'process_count', lambda: 2)
+  with pytest.raises(ValueError, match=r'^mixer.name: doremi trains proxies in a local folder'):
+    runs.stage_folder('gs://bucket/a/doremi')
