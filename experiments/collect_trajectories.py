@@ -16,6 +16,7 @@ from experiments.recipes import trajectories as agent
 from experiments.training import atomic
 from experiments.training import cli
 from experiments.training import distributed
+from experiments.training import mirror
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Continual config, e.g. '
                                           'configs/continual_math.py.')
@@ -27,13 +28,14 @@ def main(argv):
   del argv
   distributed.initialize()
   config = cli.config_with(_CONFIG.value, 'continual', 'configs/continual_math.py')
-  dataset = agent.collect(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
-  if jax.process_index() != 0:  # the others trained their share of the proxies; one reports
-    return
-  print(f'{dataset.num_trajectories} trajectories ({len(dataset)} transitions) in '
-        f'{os.path.join(_WORKDIR.value, "dataset")}')
-  atomic.write_json(os.path.join(_WORKDIR.value, 'collection.json'),
-                    {'trajectories': dataset.num_trajectories, 'transitions': len(dataset)})
+  with mirror.mirrored(_WORKDIR.value, _OVERWRITE.value) as workdir:  # gs://: a local mirror
+    dataset = agent.collect(config, workdir, overwrite=_OVERWRITE.value)
+    if jax.process_index() != 0:  # the others trained their share of the proxies; one reports
+      return
+    print(f'{dataset.num_trajectories} trajectories ({len(dataset)} transitions) in '
+          f'{os.path.join(workdir, "dataset")}')
+    atomic.write_json(os.path.join(workdir, 'collection.json'),
+                      {'trajectories': dataset.num_trajectories, 'transitions': len(dataset)})
 
 
 def console():

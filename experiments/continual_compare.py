@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 from experiments.training import cli
 from experiments.training import distributed
+from experiments.training import mirror
 from experiments.recipes import agent_study
 from experiments.recipes import continual
 from experiments.reporting import figures
@@ -79,17 +80,24 @@ def main(argv):
   del argv
   distributed.initialize()
   config = cli.config_with(_CONFIG.value, 'continual', 'configs/continual_math.py')
+  with mirror.mirrored(_AGENT_DIR.value, field='agent_dir', upload=False) as agent_dir, \
+      mirror.mirrored(_TRAJECTORIES.value, field='trajectories', upload=False) as trajectories, \
+      mirror.mirrored(_WORKDIR.value, _OVERWRITE.value) as workdir:  # gs://: local mirrors
+    _run(config, agent_dir, trajectories, workdir)
+
+
+def _run(config, agent_dir, trajectories, workdir):
   rows = agent_study.compare(
-      config, _AGENT_DIR.value, _WORKDIR.value, _METHODS.value, _GRID.value,
+      config, agent_dir, workdir, _METHODS.value, _GRID.value,
       _UNSEEN_SOURCES.value, _UNSEEN_MODEL.value, _UNSEEN_SPACE_SOURCES.value,
       _UNSEEN_SPACE_TARGETS.value, overwrite=_OVERWRITE.value)
   if jax.process_index() != 0:  # every process ran every row's training; one draws and prints
     return
-  if os.path.exists(os.path.join(_WORKDIR.value, 'agent', 'mixer.jsonl')):
-    plots.weights_figure({'agent': os.path.join(_WORKDIR.value, 'agent')},
-                         os.path.join(_WORKDIR.value, 'agent_weights'))
-  if _TRAJECTORIES.value:
-    plot_raise_vs_lower(_TRAJECTORIES.value, os.path.join(_WORKDIR.value, 'raise_vs_lower'))
+  if os.path.exists(os.path.join(workdir, 'agent', 'mixer.jsonl')):
+    plots.weights_figure({'agent': os.path.join(workdir, 'agent')},
+                         os.path.join(workdir, 'agent_weights'))
+  if trajectories:
+    plot_raise_vs_lower(trajectories, os.path.join(workdir, 'raise_vs_lower'))
   print('# Continual pre-training: scores on the same budget\n\n' + continual.scores_table(rows))
 
 

@@ -23,6 +23,7 @@ from experiments.reporting import bench_report
 from experiments.training import atomic
 from experiments.training import cli
 from experiments.training import distributed
+from experiments.training import mirror
 from mixing.agent import deploy
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'The benchmark config (configs/mixbench.py).')
@@ -41,18 +42,23 @@ def main(argv):
   distributed.initialize()
   config = cli.config_with(_CONFIG.value, 'mixbench', 'configs/mixbench.py')
   methods = _METHODS.value or config.mixbench.methods.split(',')
-  if _AGENT_DIR.value:
+  with mirror.mirrored(_AGENT_DIR.value, field='agent_dir', upload=False) as agent_dir, \
+      mirror.mirrored(_WORKDIR.value, _OVERWRITE.value) as workdir:  # gs://: local mirrors
+    _run(config, methods, agent_dir, workdir)
+
+
+def _run(config, methods, agent_dir, w):
+  if agent_dir:
     try:
-      deploy.load_agent(_AGENT_DIR.value)  # a missing checkpoint or an old feature version: now
+      deploy.load_agent(agent_dir)  # a missing checkpoint or an old feature version: now
     except ValueError as e:
       cli.fail(str(e))
   start = time.time()
-  results = mixbench.run(config, _WORKDIR.value, methods, rows=_ROWS.value,
-                         log=lambda line: print(line, flush=True), agent_dir=_AGENT_DIR.value,
+  results = mixbench.run(config, w, methods, rows=_ROWS.value,
+                         log=lambda line: print(line, flush=True), agent_dir=agent_dir,
                          overwrite=_OVERWRITE.value)
   if jax.process_index() != 0:
     return
-  w = _WORKDIR.value
   atomic.write_json(os.path.join(w, 'results.json'), results)
   text = bench_report.markdown(results, {'this command': time.time() - start})
   atomic.write_text(os.path.join(w, 'results.md'), text)

@@ -12,6 +12,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments.training import cli
+from experiments.training import mirror
 from experiments.recipes import quickstart_stages as comparison
 from experiments.reporting import plots
 from experiments.reporting import potentials_figure
@@ -30,15 +31,16 @@ def main(argv):
   del argv
   config = _CONFIG.value
   comparison.check(config)
-  workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
-  comparison.run(config, _WORKDIR.value)
-  potentials_figure.write_for(os.path.join(_WORKDIR.value, 'taskpgm_mixture'),
-                             os.path.join(_WORKDIR.value, 'potentials'))
-  files = plots.report_dir(_WORKDIR.value)
-  with open(os.path.join(_WORKDIR.value, 'scores.md')) as f:
-    print(f.read())
-  for path in files:
-    print(f'wrote {path}')
+  with mirror.mirrored(_WORKDIR.value, _OVERWRITE.value) as workdir:  # gs://: a local mirror
+    workdir_lib.claim(workdir, config, _OVERWRITE.value)
+    comparison.run(config, workdir)
+    potentials_figure.write_for(os.path.join(workdir, 'taskpgm_mixture'),
+                               os.path.join(workdir, 'potentials'))
+    files = plots.report_dir(workdir)
+    with open(os.path.join(workdir, 'scores.md')) as f:
+      print(f.read())
+    for path in files:
+      print(f'wrote {path}')
 
 
 def console():

@@ -25,6 +25,7 @@ from experiments.recipes import sweep_results
 from experiments.recipes import sweep_runner
 from experiments.recipes import sweep_spec
 from experiments.training import cli
+from experiments.training import mirror
 from experiments.training import workdir as workdir_lib
 from mixing.data import load as load_lib
 
@@ -87,13 +88,17 @@ def main(argv):
   sweep = dataclasses.replace(sweep_spec.load_sweep(_SWEEP.value), domains=tuple(cli.DOMAIN.value))
   load_lib.merge_domain_flags('', cli.DOMAIN.value)  # a malformed --domain fails before any run
   sweep_dir = _WORKDIR.value or sweep_spec.default_dir(sweep)
-  runs = sweep_spec.plan(sweep, sweep_dir, _OVERWRITE.value)
-  if not _PRINT.value:
-    workdir_lib.lock(sweep_dir)  # one sweep at a time in a directory
   if _PRINT.value:
-    for run in runs:
+    for run in sweep_spec.plan(sweep, sweep_dir, _OVERWRITE.value):
       _print(sweep_spec.shell_command(sweep, run))
     return
+  with mirror.mirrored(sweep_dir, _OVERWRITE.value) as local:  # gs://: a local mirror
+    _run(sweep, local)
+
+
+def _run(sweep, sweep_dir):
+  runs = sweep_spec.plan(sweep, sweep_dir, _OVERWRITE.value)
+  workdir_lib.lock(sweep_dir)  # one sweep at a time in a directory
   start = time.time()
   try:
     outcomes = sweep_runner.launch(sweep, runs, sweep_dir, _WORKERS.value, _PROGRESS.value,

@@ -14,6 +14,7 @@ from experiments.recipes import taskpgm_seeds
 from experiments.reporting import taskpgm_report
 from experiments.training import cli
 from experiments.training import distributed
+from experiments.training import mirror
 from experiments.training import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'TaskPGM config (configs/taskpgm.py).')
@@ -27,13 +28,14 @@ def main(argv):
   config = cli.config_with(_CONFIG.value, 'taskpgm', 'configs/taskpgm.py')
   taskpgm_pipeline.check(config)
   taskpgm_seeds.check(config)
-  workdir_lib.claim(_WORKDIR.value, config, _OVERWRITE.value)
-  results = taskpgm_seeds.run(config, _WORKDIR.value)
-  if jax.process_index() == 0:
-    taskpgm_report.write(_WORKDIR.value, results)
-    with open(os.path.join(_WORKDIR.value, 'results.md')) as f:
-      print(f.read())
-  workdir_lib.release_replaced(_WORKDIR.value)  # --overwrite's old run: this one is complete now
+  with mirror.mirrored(_WORKDIR.value, _OVERWRITE.value) as workdir:  # gs://: a local mirror
+    workdir_lib.claim(workdir, config, _OVERWRITE.value)
+    results = taskpgm_seeds.run(config, workdir)
+    if jax.process_index() == 0:
+      taskpgm_report.write(workdir, results)
+      with open(os.path.join(workdir, 'results.md')) as f:
+        print(f.read())
+    workdir_lib.release_replaced(workdir)  # --overwrite's old run: this one is complete now
 
 
 def console():

@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from experiments.recipes import trajectories as agent
 from experiments.training import cli
+from experiments.training import mirror
 from mixing.agent import cql
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Continual config with an `agent` section.')
@@ -30,8 +31,10 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer('checkpoint_every', cql.CQLConfig.check
 def main(argv):
   del argv
   config = cli.config_with(_CONFIG.value, 'agent', 'configs/continual_math.py')
-  agent.train_agent(config, _TRAJECTORIES.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
-                    checkpoint_every=_CHECKPOINT_EVERY.value)
+  with mirror.mirrored(_TRAJECTORIES.value, field='trajectories', upload=False) as trajectories, \
+      mirror.mirrored(_WORKDIR.value, _OVERWRITE.value) as workdir:  # gs://: local mirrors
+    agent.train_agent(config, trajectories, workdir, overwrite=_OVERWRITE.value,
+                      checkpoint_every=_CHECKPOINT_EVERY.value)
   print(f'agent saved in {_WORKDIR.value}')
 
 

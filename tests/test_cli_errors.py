@@ -7,6 +7,7 @@ made once) must leave it exactly as it was: checks come before any write. A full
 is one line too, and the checkpoint before it survives.
 """
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -70,6 +71,10 @@ CASES = [
      'init_from: {run} holds a model of another shape'),
     ('init-from-missing', 'train', [_TINY, '--workdir={run}', '--config.init_from={tmp}/none'],
      'init_from: no checkpoints'),
+    ('quickstart-gs-overwrite', 'quickstart', ['--workdir=gs://bucket/q', '--overwrite'],
+     'workdir: --overwrite is not supported on a remote workdir (gs://bucket/q)'),
+    ('train-gs-overwrite', 'train', [_TINY, '--workdir=gs://bucket/t', '--overwrite'],
+     'workdir: --overwrite is not supported on a remote workdir (gs://bucket/t)'),
     ('quickstart-nan', 'quickstart', ['--workdir={run}', '--config.continual.balance=nan'],
      'continual.balance: must be a finite number'),
     ('quickstart-base-root-file', 'quickstart',
@@ -230,3 +235,18 @@ def test_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, good_run)
     assert os.path.isdir(os.path.join(run, 'checkpoints', '5')), os.listdir(run)
   finally:
     subprocess.run(['umount', disk], check=False)
+
+
+def test_a_gs_path_without_the_gcs_extra_is_one_line():
+  pytest.importorskip('fsspec')
+  if importlib.util.find_spec('gcsfs') is not None:
+    pytest.skip('gcsfs is installed: the path would reach Google Cloud Storage')
+  for module, args in (('train', [_TINY, '--workdir=gs://bucket/t']),
+                       ('quickstart', ['--workdir=gs://bucket/q'])):
+    result = subprocess.run([sys.executable, '-m', f'experiments.{module}', *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: Please install gcsfs to access Google Storage (gs:// paths need the gcs extra: "
+        "pip install -e '.[gcs]')")
+    assert 'Traceback' not in result.stderr

@@ -11,15 +11,18 @@ import filecmp
 import json
 import os
 import shutil
+import time
 
 from etils import epath
 import pytest
 
 from configs import tiny
 from experiments import report as report_cli
+from experiments.recipes import continual
 from experiments.recipes import hf_export
 from experiments.recipes import runs
 from experiments.training import metrics as metrics_lib
+from experiments.training import mirror
 from experiments.training import runtime
 from experiments.training import state as state_lib
 from experiments.training import workdir as workdir_lib
@@ -101,8 +104,8 @@ def test_a_run_writes_and_resumes_a_remote_workdir(tmp_path, monkeypatch):
       workdir_lib.claim(remote, other, remote=True)
     with pytest.raises(ValueError, match='^workdir: --overwrite is not supported on a remote'):
       workdir_lib.claim(remote, _config(6), overwrite=True, remote=True)
-    with pytest.raises(ValueError, match="^workdir: 'gs://bucket/q' is a URL; only "
-                       'experiments.train writes a remote workdir'):
+    with pytest.raises(ValueError, match="^workdir: 'gs://bucket/q' is a URL, and this writes "
+                       'with plain file IO'):
       workdir_lib.claim('gs://bucket/q', _config(6))  # commands that write with plain IO
 
 
@@ -172,3 +175,61 @@ def test_mixer_stages_of_a_remote_run_train_in_a_local_folder(tmp_path, monkeypa
   monkeypatch.setattr(runs.jax, 'process_count', lambda: 2)
   with pytest.raises(ValueError, match=r'^mixer.name: doremi trains proxies in a local folder'):
     runs.stage_folder('gs://bucket/a/doremi')
+
+
+def test_a_mirrored_workdir_syncs_both_ways(tmp_path, monkeypatch):
+  """Commands that write with plain IO get a local mirror of a remote workdir: it uploads what
+  changed (periodically and at the end), deletes there what was deleted here, skips the lock and
+  orbax's temporary folders, and a fresh machine (no mirror) gets the remote files back."""
+  with fake_bucket(tmp_path, monkeypatch) as store:
+    remote, there = 'gs://bucket/w', store / 'bucket' / 'w'
+    monkeypatch.setattr(mirror, 'SYNC_SECONDS', 0.05)
+    with mirror.mirrored(remote) as local:
+      assert local.startswith(str(tmp_path / 'local' / 'mixlab_mirror'))
+      os.makedirs(os.path.join(local, 'ckpt', '3.orbax-checkpoint-tmp-1'))
+      for name, text in (('a.txt', 'a'), ('ckpt/b.json', '{}'), ('.lock', 'pid'),
+                         ('ckpt/3.orbax-checkpoint-tmp-1/x', 'partial')):
+        with open(os.path.join(local, name), 'w') as f:
+          f.write(text)
+      deadline = time.time() + 20
+      while not (there / 'a.txt').exists() and time.time() < deadline:
+        time.sleep(0.05)
+      assert (there / 'a.txt').read_text() == 'a'  # uploaded while the command runs
+    assert sorted(str(p.relative_to(there)) for p in there.rglob('*') if p.is_file()) == [
+        'a.txt', 'ckpt/b.json']
+    with mirror.mirrored(remote) as local:  # the same machine: nothing downloaded again
+      os.remove(os.path.join(local, 'ckpt', 'b.json'))
+      with open(os.path.join(local, 'a.txt'), 'w') as f:
+        f.write('a2')
+    assert not (there / 'ckpt' / 'b.json').exists() and (there / 'a.txt').read_text() == 'a2'
+    (there / 'c.txt').write_text('from elsewhere')  # another machine wrote the workdir
+    shutil.rmtree(local)  # and this one lost its mirror
+    with mirror.mirrored(remote) as again:
+      assert again == local
+      assert sorted(os.listdir(again)) == ['.mixlab_mirror.json', 'a.txt', 'c.txt']
+      with open(os.path.join(again, 'a.txt')) as f:
+        assert f.read() == 'a2'
+    with pytest.raises(ValueError, match='^workdir: --overwrite is not supported on a remote'):
+      with mirror.mirrored(remote, overwrite=True):
+        pass
+    assert mirror.mirrored('/a/path').__enter__() == '/a/path'
+    assert not os.listdir(tmp_path / 'cwd')
+
+
+def test_a_base_model_cached_on_a_bucket_is_trained_once(tmp_path, monkeypatch):
+  from configs import continual_math_small  # pylint: disable=import-outside-toplevel
+  config = continual_math_small.get_config()
+  config.continual.base_steps, config.eval_items, config.eval_batches = 4, 0, 1
+  config.continual.base_root = 'gs://bucket/base'
+  with fake_bucket(tmp_path, monkeypatch) as store:
+    folder = continual.ensure_base(config, quiet=True)
+    assert folder.startswith('gs://bucket/base/')
+    run = store / 'bucket' / folder[len('gs://bucket/'):]
+    assert json.loads((run / 'summary.json').read_text())['step'] == 4
+    metrics = continual.base_metrics(config)
+    def train_again(*args, **kwargs):
+      raise AssertionError('the cached base model was trained again')
+    monkeypatch.setattr(continual, 'static_trainer', train_again)
+    assert continual.ensure_base(config, quiet=True) == folder
+    assert continual.base_metrics(config) == metrics  # cached beside it, on the bucket
+    assert not os.listdir(tmp_path / 'cwd')

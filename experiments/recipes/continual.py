@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 
+from etils import epath
 import jax
 import ml_collections
 
@@ -105,7 +106,7 @@ def ensure_base(config, quiet: bool = False, spec=None) -> str:
   folder = base_dir(config, spec)
   if state_lib.hf_folder(folder):
     return folder
-  if not os.path.exists(os.path.join(folder, 'summary.json')):
+  if not epath.Path(folder, 'summary.json').exists():  # base_root may be gs://
     if not quiet and jax.process_index() == 0:
       print(f'pre-training the base model on {spec.sources} in {folder}', flush=True)
     static_trainer(base_config(config, spec), folder, quiet=quiet).run()
@@ -144,9 +145,9 @@ def base_metrics(config) -> dict[str, float]:
   folder = (os.path.join(config.continual.base_root, f'hf-{fingerprint([base])}')
             if state_lib.hf_folder(base) else base)
   path = os.path.join(folder, f'eval_{key}.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+  cached = atomic.read_json(path)
+  if cached is not None:
+    return cached
   probe = continual_config(config, quiet=True, **{'mixer.name': 'static'})
   trainer = static_trainer(probe, os.path.join(folder, f'eval_{key}_run'), quiet=True)
   trainer.state = trainer.state._replace(

@@ -224,6 +224,15 @@ def config_with(config, section: str, example: str):
   return config
 
 
+def _raised_in(error: BaseException, packages) -> bool:
+  """Whether `error` was raised inside one of the site packages `packages`."""
+  tb = error.__traceback__
+  while tb is not None and tb.tb_next is not None:
+    tb = tb.tb_next
+  where = tb.tb_frame.f_code.co_filename if tb is not None else ''
+  return any(f'{os.sep}{package}{os.sep}' in where for package in packages)
+
+
 def run(main, default_config: str | None = None, reads_domains: bool = False):
   """app.run(main), but a user mistake is one line and exit 2 (module docstring), not a traceback.
 
@@ -244,6 +253,11 @@ def run(main, default_config: str | None = None, reads_domains: bool = False):
       _flush()
       print(f'error: {e}', file=sys.stderr, flush=True)
       sys.exit(1)
+    except ImportError as e:  # a gs:// path without fsspec's GCS backend (gcsfs): the setup's
+      if not _raised_in(e, ('fsspec', 'epath')):
+        raise
+      _flush()
+      fail(f'{one_line(e)} (gs:// paths need the gcs extra: pip install -e \'.[gcs]\')')
     except USER_ERRORS as e:
       if not _from_user_input(e):
         raise  # a bug: its traceback shows

@@ -126,9 +126,8 @@ def _check_path(workdir: str, remote: bool = False) -> None:
   if not workdir:
     raise ValueError('workdir: give --workdir=DIR')
   if atomic.is_remote(workdir) and not remote:  # os.makedirs would make a local folder 'gs:'
-    raise ValueError(f'workdir: {workdir!r} is a URL; only experiments.train writes a remote '
-                     'workdir, this command writes with plain file IO, so give a path (on several '
-                     'hosts, one they all mount: NFS, Filestore, gcsfuse)')
+    raise ValueError(f'workdir: {workdir!r} is a URL, and this writes with plain file IO: give a '
+                     'path, or its local mirror (mirror.mirrored, as the commands do)')
 
 
 def _lock_here(workdir: str) -> Lock:
@@ -238,8 +237,6 @@ def _claim_here(workdir: str, new: dict, overwrite: bool) -> None:
     if overwrite:
       raise ValueError(f'workdir: --overwrite is not supported on a remote workdir ({workdir}); '
                        'delete it or give another')
-    print(f'workdir: {workdir} is remote and not locked: run one command on it at a time',
-          flush=True)
   else:
     held = _lock_here(workdir)  # first: nothing is compared, moved or written under a live run
   if overwrite:
@@ -253,6 +250,9 @@ def _claim_here(workdir: str, new: dict, overwrite: bool) -> None:
       raise ValueError(f'workdir: {workdir} holds a run of another config (differs in {shown}); '
                        f'pass --overwrite to replace it')
   atomic.write_json(path, new, sort_keys=True)
+  if held is None:
+    print(f'workdir: {workdir} is remote and not locked: run one command on it at a time',
+          flush=True)
 
 
 def replaced_path(workdir: str) -> str:
