@@ -225,3 +225,16 @@ def test_inspect_builds_and_reopens_a_domain(tmp_path):
   assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
       f"error: {tmp_path / 'c' / 'part-1.jsonl'}:{lines}: missing field 'text' (has txt)"]
   assert os.listdir(tmp_path / 'd2') == []  # nothing cached from the failed build
+
+
+def test_the_byte_build_floor_times_every_step_and_bounds_the_build(tmp_path):
+  from experiments.recipes import bench_build  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  path = str(tmp_path / 'c.txt')
+  bench_build._text_file(path, rng, bench_build._words(rng, 500), 2)  # pylint: disable=protected-access
+  floor = bench_build.byte_build_floor(path, str(tmp_path), seq_len=128)
+  assert len(floor) == 8 and all(np.isfinite(v) and v > 0 for v in floor.values())
+  assert not os.path.exists(tmp_path / 'floor.ar')
+  lines = bench_build._floor_lines(floor, 2, 800.0)  # pylint: disable=protected-access
+  steps = sum(v for k, v in floor.items() if not k.endswith('(s)') and 'blake2b' not in k)
+  assert f'sum with crc32   : {1e3 / steps:.0f} MB/s per process' in '\n'.join(lines)

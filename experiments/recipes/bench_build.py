@@ -7,12 +7,13 @@ Generates 200 MB and 1 GB corpora of random-word text (a folder of .txt files, a
 tokenizer and with a BPE (8,192, trained here on 8 MB of it) in a fresh process using every core, and
 measures the process tree's peak RSS (its summed VmRSS, polled every 50 ms). The tokenizer's own speed
 is a single-process pass over 32 MB of the same documents; a build's target is half of that times the
-worker count. The I/O floor: one process reading a text file and writing only what a byte build
-must (its ids and mask bits), a bound on any byte build. About 7 minutes on 2 cores; the corpora
-(about 2.7 GB) are deleted afterwards.
+worker count. The floor of a byte build (`byte_build_floor`): each step any byte build must take,
+in its cheapest form, timed alone in one process, whose sum bounds any byte build in this row
+format. About 8 minutes on 2 cores; the corpora (about 2.7 GB) are deleted afterwards.
 """
 
 import glob as glob_lib
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 import numpy as np
 
@@ -138,18 +140,65 @@ def tokenizer_mb_per_s(glob: str, tok, megabytes: int = 32) -> float:
   return size / 2**20 / (time.perf_counter() - start)
 
 
-def io_floor_mb_per_s(path: str, out_dir: str) -> float:
-  """One process reading a text file and writing what a byte build must write at least (each byte
-  as a uint16 id, plus the loss mask's bits), nothing else: MB/s of text."""
-  start = time.perf_counter()
+def _best_ms_per_mb(fn, megabytes: float) -> float:
+  best = float('inf')
+  for _ in range(3):
+    start = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - start)
+  return best * 1e3 / megabytes
+
+
+def byte_build_floor(path: str, out_dir: str, seq_len: int = SEQ_LEN) -> dict[str, float]:
+  """What any byte build in mixlab's row format must do per MB of a text file, each step in its
+  cheapest form (numpy over whole blocks, ids stored as 1 byte, not mixlab's 2), timed alone in one
+  process (best of 3, ms per MB); plus the seconds to start 2 spawned build workers."""
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
   with open(path, 'rb') as f:
-    ids = np.frombuffer(f.read(), np.uint8).astype(np.uint16)
-  with open(os.path.join(out_dir, 'floor.bin'), 'wb') as f:
-    f.write(ids.tobytes())
-    f.write(np.packbits(np.ones(len(ids), np.uint8)).tobytes())
-  seconds = time.perf_counter() - start
-  os.remove(os.path.join(out_dir, 'floor.bin'))
-  return len(ids) / 2**20 / seconds
+    data = f.read()
+  mb, row = len(data) / 2**20, seq_len + 1
+  cuts, pos = [0], 0
+  while pos < len(data):  # 4 KB documents ending at a line end, as text files are cut
+    pos = max(data.rfind(b'\n', pos, pos + 4096) + 1, pos + 1) if len(data) - pos > 4096 else len(data)
+    cuts.append(pos)
+  docs = list(zip(cuts[:-1], cuts[1:]))
+  view = memoryview(data)
+
+  def pack():  # BOS + document + EOS, cut into rows, the mask's bits beside each row
+    stream = np.empty(len(data) + 2 * len(docs), np.uint8)
+    at = 0
+    for a, b in docs:
+      stream[at] = 0xFE
+      stream[at + 1:at + 1 + b - a] = np.frombuffer(view[a:b], np.uint8)
+      stream[at + 1 + b - a] = 0xFF
+      at += b - a + 2
+    rows = stream[:len(stream) // row * row].reshape(-1, row)
+    return np.concatenate([rows, np.packbits(rows != 0xFE, axis=1)], axis=1)
+
+  records = pack()
+  def write():
+    writer = array_record_module.ArrayRecordWriter(os.path.join(out_dir, 'floor.ar'),
+                                                   'group_size:8,uncompressed')
+    for record in records:
+      writer.write(record.tobytes())
+    writer.close()
+  steps = {
+      'read the file': lambda: open(path, 'rb').read(),  # pylint: disable=consider-using-with
+      'check UTF-8': lambda: data.decode('utf-8'),
+      'cut 4 KB documents': lambda: [data.rfind(b'\n', a, a + 4096) for a, _ in docs],
+      'hash each document (blake2b, as mixlab)': lambda: [
+          hashlib.blake2b(view[a:b], digest_size=8).digest() for a, b in docs],
+      'hash each document (crc32, the cheapest)': lambda: [zlib.crc32(view[a:b]) for a, b in docs],
+      'frame, cut into rows, mask bits (1-byte ids)': pack,
+      'write the rows to ArrayRecord': write,
+  }
+  out = {name: _best_ms_per_mb(fn, mb) for name, fn in steps.items()}
+  os.remove(os.path.join(out_dir, 'floor.ar'))
+  start = time.perf_counter()
+  with build._pool(2) as pool:  # pylint: disable=protected-access
+    list(pool.map(build.content_hash, ['', ''], ['', ''], [None, None], [0, 1]))
+  out['start 2 spawned workers (s)'] = time.perf_counter() - start
+  return out
 
 
 def reopen_s(glob: str, tok, data_dir: str) -> float:
@@ -181,6 +230,19 @@ def thousand_domains(root: str) -> tuple[float, float]:
   return first, time.perf_counter() - start
 
 
+def _floor_lines(floor: dict[str, float], workers: int, target: float) -> list[str]:
+  lines = [f'\nFloor of a byte build, one process, a {FILE_MB} MB text file (ms per MB, best of 3):']
+  lines += [f'  {name:<46} {ms:>6.2f}' for name, ms in floor.items() if not name.endswith('(s)')]
+  for hashed in ('blake2b', 'crc32'):
+    total = sum(ms for name, ms in floor.items() if not name.endswith('(s)') and
+                ('hash' not in name or hashed in name))
+    lines.append(f'  sum with {hashed:<8}: {1e3 / total:.0f} MB/s per process, x {workers} '
+                 f'workers = {1e3 / total * workers:.0f} MB/s against the text target '
+                 f'{target:.0f} MB/s')
+  lines.append(f'  starting 2 spawned workers: {floor["start 2 spawned workers (s)"]:.2f} s')
+  return lines
+
+
 def report(sizes_mb=(200, 1024)) -> str:
   root = tempfile.mkdtemp(prefix='mixlab_bench_build-')
   workers = os.cpu_count() or 1
@@ -195,6 +257,7 @@ def report(sizes_mb=(200, 1024)) -> str:
              f'(target: peak RSS < 1 GB, re-open < 1 s, MB/s >= tokenizer MB/s x workers / 2)',
              f"{'corpus':<16} {'tokenizer':<10} {'MB':>6} {'build s':>8} {'MB/s':>7} "
              f"{'tok MB/s':>9} {'target':>7} {'ratio':>6} {'peak RSS GB':>12} {'re-open s':>10}"]
+    text_target = float('nan')
     for (kind, mb), glob in sorted(corpora.items(), key=lambda x: (x[0][1], x[0][0])):
       for name, spec in (('bytes', 'bytes'), ('bpe-8k', bpe_dir)):
         tok = tokenizer.load(spec)
@@ -205,15 +268,14 @@ def report(sizes_mb=(200, 1024)) -> str:
         text_mb = mb if kind == 'text' else sum(p.stat().length for p, _, _ in files) / 2**20
         rate = mb / result['build_s']
         target = speed * workers / 2
+        if (kind, name) == ('text', 'bytes'):
+          text_target = target  # of the largest corpus, for the floor below
         lines.append(f'{kind:<16} {name:<10} {text_mb:>6.0f} {result["build_s"]:>8.1f} {rate:>7.1f} '
                      f'{speed:>9.1f} {target:>7.1f} {rate / target:>6.2f} '
                      f'{result["peak_rss_gb"]:>12.2f} {reopen_s(glob, tok, data_dir):>10.3f}')
         shutil.rmtree(data_dir, ignore_errors=True)
     text_file = sorted(glob_lib.glob(corpora[('text', sizes_mb[-1])]))[0]
-    floor = max(io_floor_mb_per_s(text_file, root) for _ in range(3))
-    lines.append(f'\nI/O floor of a byte build (one process reads a {FILE_MB} MB text file and writes '
-                 f'its ids and mask bits, nothing else; best of 3): {floor:.0f} MB/s, '
-                 f'x {workers} workers = {floor * workers:.0f} MB/s')
+    lines += _floor_lines(byte_build_floor(text_file, root), workers, text_target)
     first, again = thousand_domains(root)
     lines.append(f'\n1,000 one-file domains: first build {first:.1f} s; re-open all, sampler and '
                  f'one batch {again:.2f} s')
