@@ -146,9 +146,10 @@ class Checkpointer:
         if not self.read_only:
           self._set_aside(step)
     if steps:  # starting over would overwrite the run's logs: refuse, keeping what was set aside
+      fix = ('pass --overwrite to start the run over' if records.is_local(self.directory) else
+             'delete the workdir to start the run over')
       raise ValueError(f'checkpoints: none of the {len(steps)} checkpoints in {self.directory} '
-                       'restores (each is kept beside it as corrupt_checkpoint_<step>); pass '
-                       '--overwrite to start the run over')
+                       f'restores (each is kept beside it as corrupt_checkpoint_<step>); {fix}')
     return None
 
   def _set_aside(self, step: int):

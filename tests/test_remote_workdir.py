@@ -11,6 +11,8 @@ import filecmp
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 from etils import epath
@@ -27,6 +29,7 @@ from experiments.training import runtime
 from experiments.training import state as state_lib
 from experiments.training import workdir as workdir_lib
 from mixing import checkpoint as checkpoint_lib
+from mixing.data import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures', 'hf')
@@ -125,6 +128,16 @@ def test_hf_checkpoint_on_a_bucket_is_read_from_a_local_copy(tmp_path, monkeypat
     here = state_lib.run_model_config(config)
     config.init_from = 'hf:gs://bucket/llama3'
     assert state_lib.run_model_config(config) == here
+    names = sorted(wanted)
+    again = records.local_folder('gs://bucket/llama3', names)  # unchanged: the same linked files
+    assert again == folder and os.path.samefile(os.path.join(folder, 'config.json'), os.path.join(
+        str(tmp_path / 'local' / 'mixlab_remote'), next(n for n in os.listdir(
+            tmp_path / 'local' / 'mixlab_remote') if n.endswith('-config.json'))))
+    (store / 'bucket' / 'llama3' / 'config.json').write_text('{"changed": 1}')
+    os.remove(store / 'bucket' / 'llama3' / 'model.safetensors.index.json')
+    records.local_folder('gs://bucket/llama3', names)
+    assert json.loads(epath.Path(folder, 'config.json').read_text()) == {'changed': 1}
+    assert not os.path.exists(os.path.join(folder, 'model.safetensors.index.json'))
     with pytest.raises(ValueError, match="^init_from: no Hugging Face config.json in "
                        "'gs://bucket/none'$"):
       state_lib.hf_folder('hf:gs://bucket/none')
@@ -206,9 +219,34 @@ def test_a_mirrored_workdir_syncs_both_ways(tmp_path, monkeypatch):
     shutil.rmtree(local)  # and this one lost its mirror
     with mirror.mirrored(remote) as again:
       assert again == local
-      assert sorted(os.listdir(again)) == ['.mixlab_mirror.json', 'a.txt', 'c.txt']
+      assert sorted(os.listdir(again)) == ['.lock', '.mixlab_mirror.json', 'a.txt', 'c.txt']
       with open(os.path.join(again, 'a.txt')) as f:
         assert f.read() == 'a2'
+      for name in ('results.json.tmp.json', 'ckpt/9/state/x'):  # written, then the command killed
+        os.makedirs(os.path.dirname(os.path.join(again, name)), exist_ok=True)
+        with open(os.path.join(again, name), 'w') as f:
+          f.write('never uploaded')
+      mirror.Mirror(remote, again).download()  # the next command: the bucket is what it resumes
+      assert sorted(os.listdir(again)) == ['.lock', '.mixlab_mirror.json', 'a.txt', 'c.txt']
+      assert not os.path.exists(there / 'results.json.tmp.json')
+    mirror.workdir_lib.release(again)  # this process is done with it
+    holder = subprocess.Popen(  # a live command holds the mirror: another is refused, untouched
+        [sys.executable, '-c', 'import sys, time\nfrom experiments.training import workdir\n'
+         'workdir.lock(sys.argv[1]); print("locked", flush=True); time.sleep(60)', again],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+      assert holder.stdout.readline().strip() == 'locked'
+      with open(os.path.join(again, 'a.txt'), 'w') as f:
+        f.write('live')
+      with pytest.raises(ValueError, match=r'is in use by pid .* \(the local mirror of '
+                         r'gs://bucket/w\)$'):
+        with mirror.mirrored(remote):
+          pass
+      with open(os.path.join(again, 'a.txt')) as f:
+        assert f.read() == 'live'
+    finally:
+      holder.kill()
+      holder.wait()
     with pytest.raises(ValueError, match='^workdir: --overwrite is not supported on a remote'):
       with mirror.mirrored(remote, overwrite=True):
         pass

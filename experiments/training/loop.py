@@ -14,6 +14,7 @@ Every evaluation is logged at its own step; the other steps log every `log_every
 domain, mixture, learning rate, gradient norm, tokens/s).
 """
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -279,10 +280,13 @@ class Loop:
                       for d in self.log_dirs]
 
   def close(self) -> None:
-    self.checkpointer.close()
-    for writer in self.writers or ():
-      writer.close()
-    self.writers = None
+    """Closes the checkpointer and every writer, each even if another fails (a remote workdir's
+    writers upload their files as they close)."""
+    writers, self.writers = self.writers or (), None
+    with contextlib.ExitStack() as stack:
+      for writer in writers:
+        stack.callback(writer.close)
+      stack.callback(self.checkpointer.close)  # first: the stack unwinds last-in, first-out
 
   def train(self, until: int, checkpoints: bool = True) -> None:
     """Steps until `until` (<= config.steps), dispatching step t+1 before reading step t."""

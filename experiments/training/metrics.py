@@ -7,9 +7,9 @@ naming the file and line), a resumed run warns if the file lacks rows it should 
 deleted or truncated while the run writes it is warned about once, naming it.
 
 A remote workdir (`gs://...`) is mirrored: the writer works on a local copy of its file (and of the
-TensorBoard events it writes) and uploads them, each as one object, every UPLOAD_SECONDS and on
-close. A run killed between uploads loses at most that many seconds of rows, which its resumption
-warns about as above.
+TensorBoard events it writes) and uploads them, each as one object, with the first row written
+UPLOAD_SECONDS or more after the last upload, and on close. A run killed between uploads loses the
+rows since the last one, which its resumption warns about as above.
 """
 
 import json
@@ -24,7 +24,7 @@ import numpy as np
 
 from experiments.training import atomic
 
-UPLOAD_SECONDS = 30.0  # a remote workdir's metrics are uploaded at least this often
+UPLOAD_SECONDS = 30.0  # a remote workdir's metrics are uploaded with a row at most this often
 
 
 def _jsonable(value):

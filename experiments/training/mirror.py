@@ -1,14 +1,17 @@
 """A remote workdir (`gs://...`) for the commands that write theirs with plain file IO: a local mirror.
 
 `with mirrored(W, overwrite) as local:` is W itself when W is a path. For a URL it is a local folder
-($TMPDIR/mixlab_mirror/<hash of W>) that first gets W's files that changed since this machine last
-saw them (and loses those deleted from W), then is uploaded while the command runs, every
-SYNC_SECONDS and once more when the command ends, however it ends: files whose size or mtime changed
-since their last upload, each replacing its object whole; files deleted here (checkpoints past
-`keep_checkpoints`) are deleted there. Left out: the lock file and orbax's temporary folders.
+($TMPDIR/mixlab_mirror/<hash of W>), locked first (a second command on it is refused before it
+touches it), that is made W's copy: it gets W's files that changed since this machine last synced
+them and loses every file W lacks. It is then uploaded while the command runs, every SYNC_SECONDS,
+and once more when the command returns or fails: files whose size or mtime changed since their last
+upload, each replacing its object whole; files deleted here (checkpoints past `keep_checkpoints`)
+are deleted there. Left out: the lock, the manifest, files being written (`.tmp`) and orbax's
+temporary folders.
 
-A command killed between syncs loses at most that much work to a fresh machine; it resumes from what
-reached W (a checkpoint cut short there fails its checksums, and the one before it is used). Not
+A command killed (SIGTERM, SIGKILL) skips the last upload, so it loses the work since the previous
+sync; it resumes, here or on another machine, from what reached W (a checkpoint cut short there
+fails its checksums, and the one before it is used). Not
 supported on a remote W: --overwrite (it would delete the old run before the new one has a
 checkpoint) and several processes (each would have its own mirror). The mirror is not locked
 against another machine: run one command on a remote workdir at a time.
@@ -27,6 +30,7 @@ from etils import epath
 import jax
 
 from experiments.training import atomic
+from experiments.training import workdir as workdir_lib
 
 SYNC_SECONDS = 60.0  # how often a running command's mirror is uploaded
 _MANIFEST = '.mixlab_mirror.json'  # {relative path: [remote length, remote mtime, local size, mtime]}
@@ -34,7 +38,9 @@ _SKIP = ('.lock', _MANIFEST)
 
 
 def _skipped(rel: str) -> bool:
-  return os.path.basename(rel) in _SKIP or '.orbax-checkpoint-tmp' in rel
+  """Never synced: the lock, the manifest, and files being written (atomic's and metrics' `.tmp`
+  files, orbax's temporary folders)."""
+  return os.path.basename(rel) in _SKIP or '.tmp' in rel or '.orbax-checkpoint-tmp' in rel
 
 
 @contextlib.contextmanager
@@ -50,11 +56,17 @@ def mirrored(workdir: str, overwrite: bool = False, field: str = 'workdir', uplo
   if jax.distributed.is_initialized() and jax.process_count() > 1:
     raise ValueError(f'{field}: {workdir} is remote, and this command mirrors it in a local folder '
                      'that several processes would not share; give a path every host mounts')
-  key = hashlib.sha256(workdir.rstrip('/').encode()).hexdigest()[:16]
-  mirror = Mirror(workdir, os.path.join(tempfile.gettempdir(), 'mixlab_mirror', key))
+  # An input gets its own copy: downloading it must not touch a mirror another command writes.
+  key = hashlib.sha256(f'{workdir.rstrip("/")}{"" if upload else " input"}'.encode()).hexdigest()
+  mirror = Mirror(workdir, os.path.join(tempfile.gettempdir(), 'mixlab_mirror', key[:16]))
+  try:  # before the download: a live command's mirror is left alone
+    workdir_lib.lock(mirror.local)
+  except ValueError as e:
+    raise ValueError(f'{e} (the local mirror of {workdir})') from None
   mirror.download()
   print(f'{field}: {workdir} is mirrored in {mirror.local}' +
-        (f' (uploaded every {SYNC_SECONDS:g} s and at the end)' if upload else ''), flush=True)
+        (f' (uploaded every {SYNC_SECONDS:g} s and when the command ends)' if upload else ''),
+        flush=True)
   if not upload:
     yield mirror.local
     return
@@ -63,10 +75,17 @@ def mirrored(workdir: str, overwrite: bool = False, field: str = 'workdir', uplo
   thread.start()
   try:
     yield mirror.local
-  finally:
+  except BaseException:  # the command failed: its error, not a failed last upload, is what shows
     stop.set()
     thread.join()
-    mirror.sync()
+    try:
+      mirror.sync()
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'warning: the last upload of {mirror.local} to {workdir} failed ({e})', flush=True)
+    raise
+  stop.set()
+  thread.join()
+  mirror.sync()
 
 
 class Mirror:
@@ -100,13 +119,20 @@ class Mirror:
     return out
 
   def download(self) -> None:
-    """Gets the remote files that changed since the last sync; drops those deleted there."""
+    """Makes the folder the remote one: gets the files that changed since the last sync, and drops
+    every file the remote lacks (deleted there, or written here after the last sync of a command
+    that was killed: the remote is what a command resumes from) and the folders left empty."""
     os.makedirs(self.local, exist_ok=True)
     there = self._remote_files()
-    for rel in set(self.manifest) - set(there):  # deleted remotely since this machine synced
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(self.local, rel))
-      del self.manifest[rel]
+    for folder, _, files in os.walk(self.local):
+      for name in files:
+        rel = os.path.relpath(os.path.join(folder, name), self.local)
+        if rel not in there and os.path.basename(rel) not in _SKIP:
+          os.remove(os.path.join(folder, name))
+    for folder, _, _ in sorted(os.walk(self.local), key=lambda f: -len(f[0])):
+      if folder != self.local and not os.listdir(folder):  # orbax takes an empty step for one
+        os.rmdir(folder)
+    self.manifest = {rel: state for rel, state in self.manifest.items() if rel in there}
     for rel, state in there.items():
       known = self.manifest.get(rel)
       here = os.path.join(self.local, rel)

@@ -7,6 +7,7 @@ step) and applies its weights from the next batch; it evaluates every `eval_ever
 loss, and exact match on domains with items), and checkpoints model, optimizer, sampler, mixer state.
 """
 
+import contextlib
 import os
 
 import jax
@@ -134,8 +135,9 @@ class Trainer(loop_lib.Loop):
     try:
       self.train(c.steps)
     finally:
-      self.close()
-      self.mixer_log.close()
+      with contextlib.ExitStack() as stack:  # both close, even if one fails
+        stack.callback(self.mixer_log.close)
+        stack.callback(self.close)
     self._write_summary()
     return self.last_eval
 

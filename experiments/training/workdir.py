@@ -247,8 +247,9 @@ def _claim_here(workdir: str, new: dict, overwrite: bool) -> None:
     diff = ['<unreadable config.json>'] if old is None else differences(old, new)
     if diff:
       shown = ', '.join(diff[:4]) + (f' and {len(diff) - 4} more' if len(diff) > 4 else '')
+      fix = 'delete it or give another' if held is None else 'pass --overwrite to replace it'
       raise ValueError(f'workdir: {workdir} holds a run of another config (differs in {shown}); '
-                       f'pass --overwrite to replace it')
+                       f'{fix}')
   atomic.write_json(path, new, sort_keys=True)
   if held is None:
     print(f'workdir: {workdir} is remote and not locked: run one command on it at a time',

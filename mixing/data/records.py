@@ -7,8 +7,11 @@ a remote one is copied once into the temporary folder (`local_copy`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
 import tempfile
 
 from etils import epath
@@ -36,18 +39,34 @@ def local_copy(path: str) -> str:
 
 def local_folder(path: str, names) -> str:
   """`path` itself, or, for a remote folder (or file), a local folder holding its files `names`
-  (those that exist; a file's own name included) copied once; returns the local path of `path`."""
+  (those that exist; a file's own name included); returns the local path of `path`.
+
+  Each file is downloaded once (`local_copy`, by path, size and mtime) and hard-linked into the
+  folder, replaced by a rename when it changed (a process that memory-maps the old one keeps it
+  whole); a name the remote no longer has is removed."""
   if is_local(path):
     return path
   remote = epath.Path(path)
   folder, own = (remote, None) if remote.is_dir() else (remote.parent, remote.name)
   key = hashlib.sha256(str(remote).encode()).hexdigest()[:16]
-  local = epath.Path(tempfile.gettempdir()) / 'mixlab_remote' / key
-  local.mkdir(parents=True, exist_ok=True)
+  local = os.path.join(tempfile.gettempdir(), 'mixlab_remote', key)
+  os.makedirs(local, exist_ok=True)
   for name in [n for n in [own, *names] if n]:
-    if (folder / name).exists():
-      epath.Path(local_copy(str(folder / name))).copy(local / name, overwrite=True)
-  return str(local / own) if own else str(local)
+    target = os.path.join(local, name)
+    if not (folder / name).exists():
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(target)
+      continue
+    cached = local_copy(str(folder / name))
+    if os.path.exists(target) and os.path.samefile(cached, target):
+      continue
+    partial = f'{target}.{os.getpid()}.partial'
+    try:
+      os.link(cached, partial)
+    except OSError:  # another file system: a copy
+      shutil.copyfile(cached, partial)
+    os.replace(partial, target)
+  return os.path.join(local, own) if own else local
 
 
 def record_source(path: str, fmt: str, reading: Reading | None = None):
