@@ -11,6 +11,7 @@ import filecmp
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -271,3 +272,37 @@ def test_a_base_model_cached_on_a_bucket_is_trained_once(tmp_path, monkeypatch):
     assert continual.ensure_base(config, quiet=True) == folder
     assert continual.base_metrics(config) == metrics  # cached beside it, on the bucket
     assert not os.listdir(tmp_path / 'cwd')
+
+
+_PREEMPTED = r'''
+import os, sys, time
+from etils import epath
+from experiments.training import mirror
+store = sys.argv[1]
+local = lambda p: os.path.join(store, os.fspath(p)[5:]) if os.fspath(p).startswith('gs://') else p
+def translate(original, path, *args, **kwargs):
+  return original(local(path), *[local(a) if isinstance(a, (str, os.PathLike)) else a
+                                 for a in args], **kwargs)
+mirror.SYNC_SECONDS = 3600  # only the last upload can bring the file to the bucket
+with epath.testing.mock_epath(**{op: translate for op in %r}):
+  with mirror.mirrored('gs://bucket/p') as folder:
+    with open(os.path.join(folder, 'step.json'), 'w') as f:
+      f.write('{"step": 7}')
+    print('written', flush=True)
+    time.sleep(120)
+'''
+
+
+def test_a_preempted_mirrored_command_uploads_before_it_exits(tmp_path):
+  (tmp_path / 'store').mkdir()
+  env = dict(os.environ, PYTHONPATH=ROOT, TMPDIR=str(tmp_path))
+  proc = subprocess.Popen([sys.executable, '-c', _PREEMPTED % (_OPS,), str(tmp_path / 'store')],
+                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+  try:
+    while 'written' not in proc.stdout.readline():
+      assert proc.poll() is None, 'the command ended early'
+    proc.send_signal(signal.SIGTERM)  # a preemption notice
+    assert proc.wait(timeout=60) == 143
+  finally:
+    proc.kill()
+  assert (tmp_path / 'store' / 'bucket' / 'p' / 'step.json').read_text() == '{"step": 7}'

@@ -9,7 +9,8 @@ upload, each replacing its object whole; files deleted here (checkpoints past `k
 are deleted there. Left out: the lock, the manifest, files being written (`.tmp`) and orbax's
 temporary folders.
 
-A command killed (SIGTERM, SIGKILL) skips the last upload, so it loses the work since the previous
+SIGTERM (a preemption notice) stops the command as an error would, uploads, and exits with 143. A
+command killed outright (SIGKILL) skips the last upload, so it loses the work since the previous
 sync; it resumes, here or on another machine, from what reached W (a checkpoint cut short there
 fails its checksums, and the one before it is used). Not
 supported on a remote W: --overwrite (it would delete the old run before the new one has a
@@ -23,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
 
@@ -73,9 +75,13 @@ def mirrored(workdir: str, overwrite: bool = False, field: str = 'workdir', uplo
   stop = threading.Event()
   thread = threading.Thread(target=mirror.sync_every, args=(stop,), daemon=True)
   thread.start()
+  old_term = None
+  if threading.current_thread() is threading.main_thread() and \
+      signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # a preemption: the last upload first
+    old_term = signal.signal(signal.SIGTERM, _exit_on_term)
   try:
     yield mirror.local
-  except BaseException:  # the command failed: its error, not a failed last upload, is what shows
+  except BaseException:  # the command failed or was stopped: its error, not a failed upload, shows
     stop.set()
     thread.join()
     try:
@@ -83,9 +89,17 @@ def mirrored(workdir: str, overwrite: bool = False, field: str = 'workdir', uplo
     except Exception as e:  # pylint: disable=broad-except
       print(f'warning: the last upload of {mirror.local} to {workdir} failed ({e})', flush=True)
     raise
+  finally:
+    if old_term is not None:
+      signal.signal(signal.SIGTERM, old_term)
   stop.set()
   thread.join()
   mirror.sync()
+
+
+def _exit_on_term(signum, frame):
+  del frame
+  raise SystemExit(128 + signum)  # unwinds the command (its checkpoints close), then uploads
 
 
 class Mirror:
