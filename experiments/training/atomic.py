@@ -77,6 +77,12 @@ def download(remote: str, local: str, skip=('checkpoints', 'tb')) -> str:
   return local
 
 
+def files_under(folder: str) -> list[str]:
+  """The files under a local folder, as paths relative to it."""
+  return [os.path.relpath(os.path.join(here, name), folder)
+          for here, _, names in os.walk(folder) for name in names]
+
+
 def upload(local: str, remote: str, names) -> list[str]:
   """Each file `names` (relative to `local`) replaces its remote object whole; the remote paths."""
   return [replace(join(remote, name), lambda tmp, name=name: shutil.copyfile(

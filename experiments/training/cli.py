@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from experiments.training import atomic
 from mixing.data import load as load_lib
 
 
@@ -199,7 +200,7 @@ def check_writable(field: str, path: str, directory: bool = True) -> None:
   a file, written by replacing it) that this process may write: not a file where a directory goes
   (or the reverse), not below a file, not read-only, not without permission. A remote path
   (`gs://...`) is left to its first write."""
-  if '://' in str(path):
+  if atomic.is_remote(path):
     return
   path = os.path.abspath(path)
   if os.path.exists(path) and os.path.isdir(path) != directory:

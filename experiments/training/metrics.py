@@ -132,8 +132,7 @@ class MetricsWriter:
     if self._tb is not None:
       self._tb.flush()
     local = os.path.dirname(self.path)
-    atomic.upload(local, self._remote, [os.path.relpath(os.path.join(folder, name), local)
-                                        for folder, _, files in os.walk(local) for name in files])
+    atomic.upload(local, self._remote, atomic.files_under(local))
     self._uploaded = time.monotonic()
 
   def close(self):

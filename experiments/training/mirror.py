@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import signal
 import tempfile
 import threading
@@ -79,22 +78,23 @@ def mirrored(workdir: str, overwrite: bool = False, field: str = 'workdir', uplo
   if threading.current_thread() is threading.main_thread() and \
       signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # a preemption: the last upload first
     old_term = signal.signal(signal.SIGTERM, _exit_on_term)
+  def last_upload():
+    stop.set()
+    thread.join()
+    mirror.sync()
+
   try:
     yield mirror.local
   except BaseException:  # the command failed or was stopped: its error, not a failed upload, shows
-    stop.set()
-    thread.join()
     try:
-      mirror.sync()
+      last_upload()
     except Exception as e:  # pylint: disable=broad-except
       print(f'warning: the last upload of {mirror.local} to {workdir} failed ({e})', flush=True)
     raise
   finally:
     if old_term is not None:
       signal.signal(signal.SIGTERM, old_term)
-  stop.set()
-  thread.join()
-  mirror.sync()
+  last_upload()
 
 
 def _exit_on_term(signum, frame):
@@ -138,11 +138,9 @@ class Mirror:
     that was killed: the remote is what a command resumes from) and the folders left empty."""
     os.makedirs(self.local, exist_ok=True)
     there = self._remote_files()
-    for folder, _, files in os.walk(self.local):
-      for name in files:
-        rel = os.path.relpath(os.path.join(folder, name), self.local)
-        if rel not in there and os.path.basename(rel) not in _SKIP:
-          os.remove(os.path.join(folder, name))
+    for rel in atomic.files_under(self.local):
+      if rel not in there and os.path.basename(rel) not in _SKIP:
+        os.remove(os.path.join(self.local, rel))
     for folder, _, _ in sorted(os.walk(self.local), key=lambda f: -len(f[0])):
       if folder != self.local and not os.listdir(folder):  # orbax takes an empty step for one
         os.rmdir(folder)
@@ -162,23 +160,20 @@ class Mirror:
     """Uploads what changed here since the last sync, deletes there what was deleted here."""
     with self._lock:
       present = set()
-      for folder, _, files in os.walk(self.local):
-        for name in files:
-          rel = os.path.relpath(os.path.join(folder, name), self.local)
-          if _skipped(rel):
+      for rel in atomic.files_under(self.local):
+        if _skipped(rel):
+          continue
+        try:
+          state = self._local_state(rel)
+          present.add(rel)
+          if self.manifest.get(rel, [None] * 4)[2:] == state:
             continue
-          try:
-            state = self._local_state(rel)
-            present.add(rel)
-            if self.manifest.get(rel, [None] * 4)[2:] == state:
-              continue
-            atomic.replace(atomic.join(self.remote, rel), lambda tmp, rel=rel: shutil.copyfile(
-                os.path.join(self.local, rel), tmp))
-          except FileNotFoundError:  # deleted while this walked (orbax removing an old step)
-            present.discard(rel)
-            continue
-          stat = (epath.Path(self.remote) / rel).stat()
-          self.manifest[rel] = [stat.length, stat.mtime] + state
+          atomic.upload(self.local, self.remote, [rel])
+        except FileNotFoundError:  # deleted while this walked (orbax removing an old step)
+          present.discard(rel)
+          continue
+        stat = (epath.Path(self.remote) / rel).stat()
+        self.manifest[rel] = [stat.length, stat.mtime] + state
       for rel in set(self.manifest) - present:
         with contextlib.suppress(FileNotFoundError):
           (epath.Path(self.remote) / rel).unlink()

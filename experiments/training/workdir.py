@@ -257,8 +257,7 @@ def _claim_here(workdir: str, new: dict, overwrite: bool) -> None:
 
 
 def replaced_path(workdir: str) -> str:
-  return str(workdir).rstrip('/') + '.replaced' if atomic.is_remote(workdir) else \
-      os.path.normpath(workdir) + '.replaced'
+  return os.path.normpath(workdir) + '.replaced'
 
 
 def has_replaced(workdir: str) -> bool:
