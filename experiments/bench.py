@@ -7,6 +7,7 @@ r"""Benchmarks that print tables (measured in one run; ratios where a comparison
   python -m experiments.bench --only=taskpgm   # JSD/PMI potentials for N=1,000 tasks; vs a loop
   python -m experiments.bench --only=scale     # 1B Llama step memory (FSDP, remat), compile (scan), decoding
   python -m experiments.bench --only=build     # file-domain builds: MB/s, peak RSS, re-open, 1,000 domains
+  python -m experiments.bench --only=choice    # multiple-choice scoring: shared contexts vs full rows
 """
 
 import importlib
@@ -17,7 +18,8 @@ from experiments.training import cli
 
 SECTIONS = {'data': 'experiments.recipes.bench_data', 'model': 'experiments.recipes.bench_model',
             'population': 'experiments.recipes.bench_population', 'taskpgm': 'experiments.recipes.bench_taskpgm',
-            'scale': 'experiments.recipes.bench_scale', 'build': 'experiments.recipes.bench_build'}
+            'scale': 'experiments.recipes.bench_scale', 'build': 'experiments.recipes.bench_build',
+            'choice': 'experiments.recipes.bench_choice'}
 
 _ONLY = flags.DEFINE_list('only', list(SECTIONS), f'Sections to run, of {", ".join(SECTIONS)}.')
 

@@ -64,8 +64,9 @@ def _token_step(model, blocks, cache_k, cache_v, token_N, pos):
   return jnp.argmax(logits_NxV, axis=-1).astype(jnp.int32), jnp.stack(new_k), jnp.stack(new_v)
 
 
-def _prefill(model, blocks, prompt_NxP):
-  """One causal forward over the prompts: (logits_NxPxV, keys and values per layer, after RoPE)."""
+def prefill(model, blocks, prompt_NxP):
+  """One causal forward over the prompts: (final-normed activations x_NxPxD, keys and values per
+  layer, after RoPE); `model.unembed` of a position gives its logits."""
   cfg = model.cfg
   x_NxPxD = model.embed(prompt_NxP)
   keys, values = [], []
@@ -78,7 +79,7 @@ def _prefill(model, blocks, prompt_NxP):
     x_NxPxD = x_NxPxD + block.mlp(block.mlp_norm(x_NxPxD))
     keys.append(k)
     values.append(v)
-  return model.unembed(model.final_norm(x_NxPxD)), jnp.stack(keys), jnp.stack(values)
+  return model.final_norm(x_NxPxD), jnp.stack(keys), jnp.stack(values)
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'max_new'))
@@ -91,9 +92,9 @@ def greedy_decode(graphdef, params, prompt_NxP, prompt_len_N, max_new: int):
   cfg = model.cfg
   blocks = transformer.layer_blocks(model)
   n, p = prompt_NxP.shape
-  logits_NxPxV, keys, values = _prefill(model, blocks, prompt_NxP)
-  first_N = jnp.argmax(jnp.take_along_axis(logits_NxPxV, (prompt_len_N - 1)[:, None, None],
-                                           axis=1)[:, 0], axis=-1).astype(jnp.int32)
+  x_NxPxD, keys, values = prefill(model, blocks, prompt_NxP)
+  last_NxD = jnp.take_along_axis(x_NxPxD, (prompt_len_N - 1)[:, None, None], axis=1)[:, 0]
+  first_N = jnp.argmax(model.unembed(last_NxD), axis=-1).astype(jnp.int32)
   shape = (cfg.num_layers, n, p + max_new, cfg.kv_heads, cfg.head_dim)
   pad = lambda kv: jnp.zeros(shape, cfg.dtype).at[:, :, :p].set(kv.astype(cfg.dtype))
   cache = (pad(keys), pad(values))

@@ -170,7 +170,7 @@ def _reference(model, choice_set):
     logits = np.asarray(model(tokens[None, :-1])[0], np.float64)
     logp = logits - logits.max(-1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
-    out.append((logp[np.arange(SEQ_LEN), tokens[1:]] * mask).sum())
+    out.append((logp[np.arange(len(mask)), tokens[1:]] * mask).sum())
   return np.array(out)
 
 
@@ -194,6 +194,25 @@ def test_members_score_like_each_member_alone(domains):
   assert stacked.shape == (2, cs.num_rows)
   np.testing.assert_allclose(stacked, [alone(p0), alone(p1)], rtol=1e-5, atol=1e-4)
   assert not np.allclose(stacked[0], stacked[1])
+
+
+def test_shared_context_scoring_matches_full_rows_across_buckets():
+  """Grouped-query attention with RoPE; options of 1 to ~40 tokens (three length buckets); items of
+  2 and 4 options; prompts longer than a row (cut from the left); a batch padded with items."""
+  rng = np.random.default_rng(0)
+  words = lambda n: ' '.join(''.join(rng.choice(list('abcdefgh'), 3)) for _ in range(n))
+  suites = [('yesno', [(f'Q: {words(k)}\nA:', ['Yes', 'No'][k % 2]) for k in range(1, 6)],
+             ['Yes', 'No']),
+            ('long', [(f'Q: {words(2 * k)}\nA:', words(k)) for k in range(1, 12)],
+             [words(k) for k in range(1, 12)])]
+  cs = choices.build_items(suites, SEQ_LEN * 2, seed=0)
+  assert sorted(set(np.bincount(cs.item_N))) == [2, 4]
+  model = transformer.Transformer(dataclasses.replace(transformer.tiny_gqa(), max_len=SEQ_LEN * 2),
+                                  rngs=nnx.Rngs(3))
+  graphdef, params = nnx.split(model)
+  assert len({b.options.shape[-1] for b in choice_eval._buckets(cs, 12)}) >= 3  # pylint: disable=protected-access
+  got = choice_eval.make_scorer(graphdef, cs, batch_rows=12)(params)
+  np.testing.assert_allclose(got, _reference(model, cs), rtol=1e-5, atol=2e-4)
 
 
 def test_briefly_trained_model_beats_chance(tmp_path):

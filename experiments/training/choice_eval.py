@@ -1,13 +1,17 @@
 """Scores a `choices.ChoiceSet` with a model or a population: lm-eval-harness multiple choice.
 
-`make_scorer` jits, once per choice set, a function of the params that returns every row's summed
-option-token log-probability (log_softmax in float32, the model called as step.loss_fn calls it).
-Rows are padded to a multiple of `batch_rows` and scored batch after batch by jax.lax.map inside the
-one jit; population members (a leading axis on every params leaf, as population.py stacks them) are
-scored one after another by a second jax.lax.map. Measured on 2 CPU cores (tiny preset, 16 members,
-265 rows of 64 tokens): lax.map over members and over batches of 32 rows ~0.75-1.2 s; vmapping the
-members (all at once or in groups of 4) or a python loop over a jitted batch was 1.3-4x slower."""
+`make_scorer` returns a function of the params giving every row's summed option-token
+log-probability (log_softmax in float32). Each item's context is read once and its options scored
+against it (`models/score.py`), instead of one full row per option. Items are grouped into buckets
+by their longest option (M: the next power of 2 >= 4) so that one long-answer suite does not pad
+every option; each bucket is padded to whole batches of `batch_rows // num_options` items and
+scored batch after batch by jax.lax.map inside one jit (one compile per bucket shape). Population
+members (a leading axis on every params leaf, as population.py stacks them) are scored one after
+another by a second jax.lax.map. `rows_logprob` scores full rows, the reference the tests and the
+benchmark compare against (`python -m experiments.bench --only=choice`).
+"""
 
+import dataclasses
 import functools
 from typing import Callable
 
@@ -18,8 +22,9 @@ import numpy as np
 
 from experiments.training import population as population_lib
 from mixing.data import choices as choices_lib
+from models import score as score_lib
 
-DEFAULT_BATCH_ROWS = 32  # fastest of 8..320 for the tiny preset on CPU (see the module docstring)
+DEFAULT_BATCH_ROWS = 32  # option rows per batch (items per batch: this over the most options)
 
 
 def rows_logprob(graphdef: nnx.GraphDef, params: nnx.State, tokens_BxL1: jax.Array,
@@ -31,16 +36,60 @@ def rows_logprob(graphdef: nnx.GraphDef, params: nnx.State, tokens_BxL1: jax.Arr
   return jnp.sum(target_BxL * mask_BxL, axis=-1)
 
 
-def _batched(choice_set: choices_lib.ChoiceSet, batch_rows: int):
-  """Tokens and masks padded with empty rows and split into batches: (nb, B, L + 1), (nb, B, L)."""
-  n, row = choice_set.tokens_NxL1.shape
-  batch_rows = min(batch_rows, n)
-  num_batches = -(-n // batch_rows)
-  pad = num_batches * batch_rows - n
-  tokens = np.concatenate([choice_set.tokens_NxL1, np.zeros((pad, row), np.int32)])
-  mask = np.concatenate([choice_set.mask_NxL, np.zeros((pad, row - 1), np.float32)])
-  return (jnp.asarray(tokens.reshape(num_batches, batch_rows, row)),
-          jnp.asarray(mask.reshape(num_batches, batch_rows, row - 1)))
+@dataclasses.dataclass(frozen=True)
+class _Bucket:
+  """Items whose longest option fits M tokens, in batches: nb x B items of O options."""
+  context: np.ndarray  # int32 (nb, B, P), right-padded with 0
+  context_len: np.ndarray  # int32 (nb, B), >= 1 (padding items: 1)
+  options: np.ndarray  # int32 (nb, B, O, M), right-padded with 0
+  option_len: np.ndarray  # int32 (nb, B, O); 0 for padding options
+  row: np.ndarray  # int64 (nb, B, O): the ChoiceSet row each option is, -1 for padding
+
+
+def _split_rows(choice_set: choices_lib.ChoiceSet):
+  """Per row: (context tokens, option tokens), read back from its tokens and target mask."""
+  out = []
+  for tokens_L1, mask_L in zip(choice_set.tokens_NxL1, choice_set.mask_NxL):
+    where = np.flatnonzero(mask_L)
+    if not len(where):  # an empty option: no target, scored 0 (as a full row scores it)
+      out.append((None, tokens_L1[:0]))
+      continue
+    start = where[0] + 1  # mask position i scores token i + 1
+    out.append((tokens_L1[:start], tokens_L1[start:start + len(where)]))
+  return out
+
+
+def _buckets(choice_set: choices_lib.ChoiceSet, batch_rows: int) -> list[_Bucket]:
+  num_options = choice_set.num_options
+  items: dict[int, list[int]] = {}
+  for n, item in enumerate(choice_set.item_N):
+    items.setdefault(int(item), []).append(n)
+  parts = _split_rows(choice_set)
+  by_m: dict[int, list[int]] = {}
+  for item, rows in items.items():
+    longest = max(len(parts[n][1]) for n in rows)
+    by_m.setdefault(max(4, 1 << max(longest - 1, 0).bit_length()), []).append(item)
+  per_batch = max(1, batch_rows // num_options)
+  out = []
+  for m, bucket_items in sorted(by_m.items()):
+    contexts = [next((parts[n][0] for n in items[i] if parts[n][0] is not None),
+                     choice_set.tokens_NxL1[items[i][0]][:1]) for i in bucket_items]
+    p = max(len(c) for c in contexts)
+    batch = min(per_batch, len(bucket_items))
+    total = -(-len(bucket_items) // batch) * batch
+    context = np.zeros((total, p), np.int32)
+    context_len = np.ones(total, np.int32)
+    options = np.zeros((total, num_options, m), np.int32)
+    option_len = np.zeros((total, num_options), np.int32)
+    row = np.full((total, num_options), -1, np.int64)
+    for j, (item, ctx) in enumerate(zip(bucket_items, contexts)):
+      context[j, :len(ctx)], context_len[j] = ctx, len(ctx)
+      for o, n in enumerate(items[item]):
+        ids = parts[n][1]
+        options[j, o, :len(ids)], option_len[j, o], row[j, o] = ids, len(ids), n
+    shape = lambda a: a.reshape(total // batch, batch, *a.shape[1:])
+    out.append(_Bucket(*map(shape, (context, context_len, options, option_len, row))))
+  return out
 
 
 def make_scorer(graphdef: nnx.GraphDef, choice_set: choices_lib.ChoiceSet,
@@ -53,21 +102,28 @@ def make_scorer(graphdef: nnx.GraphDef, choice_set: choices_lib.ChoiceSet,
   """
   if batch_rows < 1:
     raise ValueError(f'choice_eval: bad batch_rows={batch_rows!r}')
-  tokens, mask = _batched(choice_set, batch_rows)
-  n = choice_set.num_rows
+  buckets = _buckets(choice_set, batch_rows)
+  arrays = [tuple(jnp.asarray(a) for a in (b.context, b.context_len, b.options, b.option_len))
+            for b in buckets]
 
-  def one_model(params, tokens, mask):
-    per_batch = functools.partial(rows_logprob, graphdef, params)
-    return jax.lax.map(lambda batch: per_batch(*batch), (tokens, mask)).reshape(-1)[:n]
+  def one_model(params, *bucket):
+    per_batch = functools.partial(score_lib.option_logprobs, graphdef, params)
+    return jax.lax.map(lambda batch: per_batch(*batch), bucket)
 
   if members:
-    scored = jax.jit(lambda params, tokens, mask: jax.lax.map(
-        lambda member: one_model(member, tokens, mask), params))
+    scored = jax.jit(lambda params, *bucket: jax.lax.map(
+        lambda member: one_model(member, *bucket), params))
   else:
     scored = jax.jit(one_model)
 
   def score(params) -> np.ndarray:
-    return population_lib.host_copy(scored(params, tokens, mask))
+    outs = [population_lib.host_copy(scored(params, *a)) for a in arrays]
+    lead = outs[0].shape[:1] if members else ()
+    result = np.zeros(lead + (choice_set.num_rows,), np.float32)
+    for bucket, out in zip(buckets, outs):
+      real = bucket.row >= 0
+      result[..., bucket.row[real]] = out[..., real]
+    return result
   return score
 
 
