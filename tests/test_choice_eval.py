@@ -207,6 +207,11 @@ def test_shared_context_scoring_matches_full_rows_across_buckets():
              [words(k) for k in range(1, 12)])]
   cs = choices.build_items(suites, SEQ_LEN * 2, seed=0)
   assert sorted(set(np.bincount(cs.item_N))) == [2, 4]
+  # Long prompts lose their start: counted per suite and named in one line.
+  assert cs.cut_D()[0] == 0 and 0 < cs.cut_D()[1] < 1
+  assert choices.cut_warning(cs, 'items').startswith(
+      f'items: contexts cut from the left to fit seq_len {SEQ_LEN * 2} in 1 of 2 suites (long ')
+  assert choices.cut_warning(choices.build_items(suites[:1], SEQ_LEN * 2, seed=0), 'x') is None
   model = transformer.Transformer(dataclasses.replace(transformer.tiny_gqa(), max_len=SEQ_LEN * 2),
                                   rngs=nnx.Rngs(3))
   graphdef, params = nnx.split(model)

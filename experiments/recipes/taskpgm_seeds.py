@@ -34,6 +34,7 @@ from experiments.training import population as population_lib
 from experiments.training import runtime
 from experiments.training import state as state_lib
 from experiments.training import validate
+from mixing.data import choices
 from models import presets
 
 HEURISTICS = ('uniform', 'size-proportional', 'temperature')
@@ -150,6 +151,8 @@ def run_seed(config, workdir: str, log=print) -> dict:
   _, _, domains = runtime.load_run_domains(config, train_docs(config, tasks))
   suite_items = task_mixtures.suites(config, domains, evals, file_suites)
   val_set, test_set = task_mixtures.choice_sets(config, suite_items)
+  if (warning := choices.cut_warning(val_set, 'validation items')) is not None:
+    log(warning)
   base_params = continual.base_params(config, spec=config.taskpgm)
   timings = {'base': time.time() - clock}
   clock = time.time()

@@ -58,6 +58,8 @@ class ChoiceSet:
   option_N: np.ndarray  # int32 option index within its item; 0 is the correct option
   option_bytes_N: np.ndarray  # int32 byte length of the option text (for acc_norm)
   num_options: int  # the most options an item has
+  # bool per item: its context lost tokens from the left to fit seq_len + 1 (None: not recorded)
+  cut_I: np.ndarray | None = None
 
   @property
   def num_rows(self) -> int:
@@ -85,6 +87,24 @@ class ChoiceSet:
     inverse = 1.0 / self.options_I()[self.item_N[first]]
     sums = np.bincount(self.domain_N[first], weights=inverse, minlength=len(self.names))
     return sums / np.maximum(self.num_items_D(), 1)
+
+  def cut_D(self) -> np.ndarray:
+    """Share of each domain's items whose context was cut from the left to fit seq_len."""
+    first = self.option_N == 0
+    cut = self.cut_I[self.item_N[first]] if self.cut_I is not None else np.zeros(first.sum())
+    sums = np.bincount(self.domain_N[first], weights=cut, minlength=len(self.names))
+    return sums / np.maximum(self.num_items_D(), 1)
+
+
+def cut_warning(choice_set: ChoiceSet, what: str) -> str | None:
+  """One line naming the domains whose items lost the start of their context, or None."""
+  cut_D = choice_set.cut_D()
+  if not cut_D.any():
+    return None
+  listed = ', '.join(f'{name} {share:.0%}' for name, share in zip(choice_set.names, cut_D) if share)
+  return (f'{what}: contexts cut from the left to fit seq_len {choice_set.seq_len} in '
+          f'{int((cut_D > 0).sum())} of {len(cut_D)} suites ({listed}); a longer seq_len shows '
+          'the model whole prompts')
 
 
 def _clip_bytes(text: str, n: int) -> str:
@@ -233,12 +253,14 @@ def _rows(names, items_per_domain, seq_len: int, tok: tokenizer.Tokenizer) -> Ch
   """The ChoiceSet of [(context, [correct option, distractors...])] per domain, in `tok`'s ids; an
   option's length for acc_norm is its UTF-8 bytes, as lm-eval-harness counts it."""
   row = seq_len + 1
-  tokens, masks, domain_n, item_n, option_n, bytes_n = [], [], [], [], [], []
+  tokens, masks, domain_n, item_n, option_n, bytes_n, cut = [], [], [], [], [], [], []
   item = 0
   for d, items in enumerate(items_per_domain):
     for context, options in items:
       option_ids = [tok.encode(o) for o in options]
-      context_ids = tok.encode(context, bos=True)[-(row - max(map(len, option_ids))):]
+      whole = tok.encode(context, bos=True)
+      context_ids = whole[-(row - max(map(len, option_ids))):]
+      cut.append(len(context_ids) < len(whole))
       for o, ids in enumerate(option_ids):
         tokens_L1 = np.zeros(row, np.int32)
         tokens_L1[:len(context_ids)] = context_ids
@@ -254,7 +276,8 @@ def _rows(names, items_per_domain, seq_len: int, tok: tokenizer.Tokenizer) -> Ch
       item += 1
   as_int = lambda xs: np.asarray(xs, np.int32)
   return ChoiceSet(names, np.stack(tokens), np.stack(masks), as_int(domain_n), as_int(item_n),
-                   as_int(option_n), as_int(bytes_n), int(np.bincount(item_n).max()))
+                   as_int(option_n), as_int(bytes_n), int(np.bincount(item_n).max()),
+                   np.asarray(cut, bool))
 
 
 def _correct_I(score_N: np.ndarray, choice_set: ChoiceSet) -> np.ndarray:
