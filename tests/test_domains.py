@@ -9,6 +9,7 @@ from mixing.data import domains as domains_lib
 from mixing.data import load as load_lib
 from mixing.data import packing
 from mixing.data import tokenizer
+from mixing.data.builtin import bbh_tasks
 
 SMALL = domains_lib.BuiltinOptions(num_train=30, num_heldout=10, num_eval=4)
 
@@ -84,6 +85,20 @@ def test_bbh_items_use_bbh_phrasing():
   assert domain.items[0].prompt.startswith('Q: Question: ')
   assert domain.items[0].target in ('Yes', 'No')
   assert domain.is_correct(' Yes\n', 'Yes') and not domain.is_correct('No', 'Yes')
+
+
+@pytest.mark.parametrize('task', ['web_of_lies', 'dyck_languages', 'date_understanding'])
+def test_mislabeled_bbh_answers_every_item_wrongly(task):
+  bad = domains_lib.builtin_domain(f'mislabeled/bbh/{task}', seed=2, opts=SMALL)
+  clean = domains_lib.builtin_domain(f'bbh/{task}', seed=2, opts=SMALL)
+  truth = bbh_tasks.generate(task, 4 + domains_lib.MISLABELED_SEED, len(bad.train))  # train: 2 * seed
+  answers = {x['target'] for x in truth}
+  assert [d.prompt for d in bad.train] == [f"Q: {x['input']}\nA:" for x in truth]
+  for doc, x in zip(bad.train, truth):
+    assert doc.completion.strip() != x['target'] and doc.completion.strip() in answers
+  assert not {d.prompt for d in bad.train} & {d.prompt for d in clean.train}  # other items
+  assert 'mislabeled/bbh/<task>' in str(pytest.raises(
+      ValueError, domains_lib.builtin_domain, 'mislabeled/bbh/nope').value)
 
 
 def test_code_python_is_the_stdlib_without_tests():

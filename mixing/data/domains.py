@@ -10,6 +10,8 @@ downloaded:
   rephrase/bbh/<t>   the same BBH task's items in another phrasing (a near-duplicate task)
   variant<k>/bbh/<t> the same items under prompt template k = 1..4 (see builtin/bbh_variants.py)
   noise/qa           random questions with random answers (a task with nothing to learn)
+  mislabeled/bbh/<t> other items of bbh/<t>, each answered wrongly (another answer of the task's):
+                     a task that teaches the suite the wrong answers, as noisy collections do
   synthetic/<kind>   toy domains for tests: noise (random letters), easy (a repeated letter), markov
                      (a fixed two-successor letter chain: learnable, more slowly), copy (random
                      words, each said twice: learnable only by attending back)
@@ -210,6 +212,25 @@ def _bbh_variant(name, seed, opts):
                     reword)
 
 
+MISLABELED_SEED = 1 << 20  # mislabeled/bbh/<t> draws its items from seeds this far from bbh/<t>'s
+
+
+def _mislabeled(name, seed, opts):
+  """mislabeled/bbh/<task>: bbh/<task>'s generator at other seeds, each target replaced by another
+  answer of the same batch (seeded by the domain and the item), so every label is wrong."""
+  task = name.split('/', 2)[2]
+  def generate(gen_seed, n):
+    items = bbh_tasks.generate(task, gen_seed + MISLABELED_SEED, n)
+    answers = sorted({x['target'] for x in items})
+    out = []
+    for i, x in enumerate(items):
+      wrong = [a for a in answers if a != x['target']]
+      rng = random.Random(f'{name}:{gen_seed}:{i}')
+      out.append({**x, 'target': rng.choice(wrong) if wrong else x['target']})
+    return out
+  return _qa_domain(name, generate, seed, opts, BBH_PROMPT, 48)
+
+
 def _noise_items(gen_seed, n):
   """Random letter strings mapped to random answers: a task with nothing to learn."""
   out = []
@@ -259,7 +280,7 @@ def builtin_names() -> list[str]:
   return (['code/python', 'prose/plays', 'prose/poems']
           + [f'math/{level}' for level in math_problems.LEVELS]
           + [f'bbh/{task}' for task in bbh_tasks.TASKS]
-          + bbh_variants.names()
+          + bbh_variants.names() + [f'mislabeled/bbh/{task}' for task in bbh_tasks.TASKS]
           + ['noise/qa'] + [f'synthetic/{kind}' for kind in SYNTHETIC])
 
 
@@ -281,9 +302,12 @@ def _factory(name: str) -> Callable[..., Domain]:
     return _synthetic
   if bbh_variants.parse(name):
     return _bbh_variant
+  if name.startswith('mislabeled/bbh/') and name[15:] in bbh_tasks.TASKS:
+    return _mislabeled
   if name == 'noise/qa':
     return _noise_qa
-  known = [n for n in builtin_names() if not bbh_variants.parse(n)] + [bbh_variants.PATTERN]
+  known = ([n for n in builtin_names() if not bbh_variants.parse(n)
+            and not n.startswith('mislabeled/')] + [bbh_variants.PATTERN, 'mislabeled/bbh/<task>'])
   raise ValueError(f"domains: unknown domain {name!r} (built-in: {', '.join(known)}; "
                    'or give it a file in config.domain_files)')
 
