@@ -1,8 +1,8 @@
 """TaskPGM over seeds and two model families (experiments/recipes/taskpgm_seeds.py).
 
-The pool: BBH-format tasks, near-duplicates of some in other phrasings, math levels, a noise task
-and tasks unrelated to the suites (prose, code, synthetic text), of very different sizes
-(size_spread). The evaluation suite: the BBH tasks (plus any `eval_files`), each split by a seeded
+The pool: BBH-format tasks, near-duplicates of some in other phrasings, math levels, a noise task,
+tasks unrelated to the suites (prose, code, synthetic text) and mislabeled copies of some BBH tasks,
+of very different sizes (size_spread). The evaluation suite: the BBH tasks (plus any `eval_files`), each split by a seeded
 split into a validation part (the only part any choice looks at: the unary gains, the probes,
 hyperparameter selection) and a test part (read once, reported).
 """

@@ -19,21 +19,15 @@ import jax.numpy as jnp
 from models import transformer
 
 
-def _rope_at(x_Nx1xHxK, cfg, pos_N):
-  """RoPE for one token per sequence, each at its own position."""
-  rotated_1xNxHxK = transformer.rope(jnp.swapaxes(x_Nx1xHxK, 0, 1), cfg.rope_base, pos_N,
-                                     cfg.rope_scaling)
-  return jnp.swapaxes(rotated_1xNxHxK, 0, 1)
-
-
 def _attend_step(attn: transformer.Attention, x_Nx1xD, cache_k_NxTxGxK, cache_v_NxTxGxK, pos):
   """One new token per sequence at position `pos` (a scalar, or one per sequence)."""
   cfg = attn.cfg
   n = x_Nx1xD.shape[0]
   pos_N = jnp.broadcast_to(jnp.asarray(pos, jnp.int32), (n,))
   q_Nx1xHxK, k_Nx1xGxK, v_Nx1xGxK = attn.project(x_Nx1xD)
-  q_Nx1xHxK = _rope_at(q_Nx1xHxK * cfg.head_dim**-0.5, cfg, pos_N)
-  k_Nx1xGxK = _rope_at(k_Nx1xGxK, cfg, pos_N)
+  q_Nx1xHxK = transformer.rope(q_Nx1xHxK * cfg.head_dim**-0.5, cfg.rope_base, pos_N[:, None],
+                               cfg.rope_scaling)
+  k_Nx1xGxK = transformer.rope(k_Nx1xGxK, cfg.rope_base, pos_N[:, None], cfg.rope_scaling)
   rows_N = jnp.arange(n)
   cache_k_NxTxGxK = cache_k_NxTxGxK.at[rows_N, pos_N].set(k_Nx1xGxK[:, 0])
   cache_v_NxTxGxK = cache_v_NxTxGxK.at[rows_N, pos_N].set(v_Nx1xGxK[:, 0])

@@ -24,15 +24,16 @@ def inv_freq(head_dim: int, base: float, scaling: tuple = ()) -> jnp.ndarray:
                    jnp.where(wavelen_K2 > original / low, freq_K2 / factor, smoothed_K2))
 
 
-def rope(x_BxLxHxK, base: float, positions_L=None, scaling: tuple = ()):
-  """Rotary embedding (rotate-half form) at positions_L (default 0..L-1)."""
+def rope(x_BxLxHxK, base: float, positions=None, scaling: tuple = ()):
+  """Rotary embedding (rotate-half form) at `positions`: shape L (every row the same; default
+  0..L-1) or B x L (a position per row and token)."""
   length, k = x_BxLxHxK.shape[1], x_BxLxHxK.shape[-1]
-  if positions_L is None:
-    positions_L = jnp.arange(length)
-  angle_LxK2 = positions_L.astype(jnp.float32)[:, None] * inv_freq(k, base, scaling)
-  angle_Lx1xK = jnp.concatenate([angle_LxK2, angle_LxK2], axis=-1)[:, None, :]
-  sin_Lx1xK = jnp.sin(angle_Lx1xK).astype(x_BxLxHxK.dtype)
-  cos_Lx1xK = jnp.cos(angle_Lx1xK).astype(x_BxLxHxK.dtype)
+  if positions is None:
+    positions = jnp.arange(length)
+  angle_xLxK2 = positions.astype(jnp.float32)[..., None] * inv_freq(k, base, scaling)
+  angle_xLx1xK = jnp.concatenate([angle_xLxK2, angle_xLxK2], axis=-1)[..., None, :]
+  sin_Lx1xK = jnp.sin(angle_xLx1xK).astype(x_BxLxHxK.dtype)
+  cos_Lx1xK = jnp.cos(angle_xLx1xK).astype(x_BxLxHxK.dtype)
   x1, x2 = jnp.split(x_BxLxHxK, 2, axis=-1)
   rotated_BxLxHxK = jnp.concatenate([-x2, x1], axis=-1)
   return x_BxLxHxK * cos_Lx1xK + rotated_BxLxHxK * sin_Lx1xK

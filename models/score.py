@@ -1,12 +1,14 @@
 """Option log-likelihoods with each context read once, for multiple-choice scoring.
 
 Scoring an item's O options as O full rows (context + option) runs the shared context O times. Here
-the context is prefilled once (`decode.prefill`: every layer's keys and values, after RoPE), and
-an item's O options, each padded to M tokens at positions context_len, context_len + 1, ..., then
-run as one sequence of O * M queries whose mask lets option j's token t see the context's cache
-(its first context_len positions) and option j's tokens 0..t, so the cache is read, never copied. An option's first token is scored by the context's last logits, its token t by the
-option pass's logits at t - 1. The sums equal a full row's summed option log-probability up to float
-rounding (tests/test_choice_eval.py checks both against a row-by-row reference).
+the context is prefilled once (`decode.prefill`: every layer's keys and values, after RoPE). The
+item's O options, each padded to M tokens at positions context_len, context_len + 1, ..., then run
+as one sequence of O * M queries, whose mask lets option j's token t see the context's first
+context_len cached positions and option j's tokens 0..t (the cache is concatenated with the option
+keys once per layer, not repeated per option). An option's first token is scored by the context's
+last logits, its token t by the option pass's logits at t - 1. The sums equal a full row's summed
+option log-probability up to float rounding (tests/test_choice_eval.py checks both against a
+row-by-row reference).
 """
 
 from flax import nnx
@@ -17,15 +19,6 @@ from models import decode
 from models import transformer
 
 
-def _rope_rows(x_NxMxHxK, cfg, positions_NxM):
-  """RoPE with a position per row and token (transformer.rope takes one position list)."""
-  n, m = positions_NxM.shape
-  flat_1xNMxHxK = x_NxMxHxK.reshape(1, n * m, *x_NxMxHxK.shape[2:])
-  rotated = transformer.rope(flat_1xNMxHxK, cfg.rope_base, positions_NxM.reshape(-1),
-                             cfg.rope_scaling)
-  return rotated.reshape(x_NxMxHxK.shape)
-
-
 def option_logprobs(graphdef: nnx.GraphDef, params: nnx.State, context_BxP: jax.Array,
                     context_len_B: jax.Array, option_BxOxM: jax.Array,
                     option_len_BxO: jax.Array) -> jax.Array:
@@ -33,7 +26,8 @@ def option_logprobs(graphdef: nnx.GraphDef, params: nnx.State, context_BxP: jax.
 
   context_BxP: contexts right-padded to P (context_len_B >= 1 real tokens each); option_BxOxM:
   each item's O options right-padded to M tokens (option_len_BxO of them; 0: a padding option,
-  scored 0). Positions context_len + M - 1 must fit the model (P + M <= its trained length).
+  scored 0). Padding slots may sit past the model's trained length: no real token attends to them,
+  and RoPE has no position table (real option tokens end where a full row would).
   """
   model: transformer.Transformer = nnx.merge(graphdef, params)
   cfg = model.cfg
@@ -48,21 +42,21 @@ def option_logprobs(graphdef: nnx.GraphDef, params: nnx.State, context_BxP: jax.
   positions_BxOM = context_len_B[:, None] + jnp.tile(jnp.arange(m), o)[None]
   # The O options' tokens are one item's O*M queries: token t of option j sees the context's real
   # positions and tokens 0..t of option j (so the context's keys are read, not copied O times).
-  sees_context_BxPx = jnp.arange(p)[None] < context_len_B[:, None]
+  sees_context_BxP = jnp.arange(p)[None] < context_len_B[:, None]
   option_of = jnp.repeat(jnp.arange(o), m)
   token_of = jnp.tile(jnp.arange(m), o)
   sees_own_OMxOM = ((option_of[:, None] == option_of[None])
                     & (token_of[None] <= token_of[:, None]))
   mask_Bx1xOMxS = jnp.concatenate(
-      [jnp.broadcast_to(sees_context_BxPx[:, None], (b, o * m, p)),
+      [jnp.broadcast_to(sees_context_BxP[:, None], (b, o * m, p)),
        jnp.broadcast_to(sees_own_OMxOM, (b, o * m, o * m))], axis=-1)[:, None]
   x_BxOMxD = model.embed(option_BxOxM.reshape(b, o * m))
   for i, block in enumerate(blocks):
     q_BxOMxHxK, k_BxOMxGxK, v_BxOMxGxK = block.attn.project(block.attn_norm(x_BxOMxD))
-    q_BxOMxHxK = _rope_rows(q_BxOMxHxK, cfg, positions_BxOM)
-    k_BxOMxGxK = _rope_rows(k_BxOMxGxK, cfg, positions_BxOM)
-    keys_BxSxGxK = jnp.concatenate([keys[i].astype(k_BxOMxGxK.dtype), k_BxOMxGxK], axis=1)
-    values_BxSxGxK = jnp.concatenate([values[i].astype(v_BxOMxGxK.dtype), v_BxOMxGxK], axis=1)
+    q_BxOMxHxK = transformer.rope(q_BxOMxHxK, cfg.rope_base, positions_BxOM, cfg.rope_scaling)
+    k_BxOMxGxK = transformer.rope(k_BxOMxGxK, cfg.rope_base, positions_BxOM, cfg.rope_scaling)
+    keys_BxSxGxK = jnp.concatenate([keys[i], k_BxOMxGxK], axis=1)
+    values_BxSxGxK = jnp.concatenate([values[i], v_BxOMxGxK], axis=1)
     out_BxOMxHxK = jax.nn.dot_product_attention(q_BxOMxHxK, keys_BxSxGxK, values_BxSxGxK,
                                                 mask=mask_Bx1xOMxS, scale=cfg.head_dim**-0.5)
     x_BxOMxD = x_BxOMxD + block.attn.output(out_BxOMxHxK)

@@ -220,6 +220,31 @@ def test_shared_context_scoring_matches_full_rows_across_buckets():
   np.testing.assert_allclose(got, _reference(model, cs), rtol=1e-5, atol=2e-4)
 
 
+def test_one_token_and_empty_options_score_as_full_rows():
+  """Hand-made rows: 1-token options, an item whose rows have no targets (each scores 0), an item
+  of 1- and 3-token options; targets that are not one run are refused."""
+  rows = [([1, 5, 6, 7], 3, 1), ([1, 5, 6, 8], 3, 1), ([1, 5, 6, 9], 3, 1),  # (tokens, start, n)
+          ([1, 4], 0, 0), ([1, 4], 0, 0),
+          ([1, 2, 3, 9], 3, 1), ([1, 2, 3, 8, 7, 6], 3, 3)]
+  tokens, mask = np.zeros((len(rows), 7), np.int32), np.zeros((len(rows), 6), np.float32)
+  for r, (ids, start, n) in enumerate(rows):
+    tokens[r, :len(ids)] = ids
+    mask[r, start - 1:start - 1 + n] = 1.0
+  cs = choices.ChoiceSet(
+      names=('a',), tokens_NxL1=tokens, mask_NxL=mask, domain_N=np.zeros(7, np.int32),
+      item_N=np.array([0, 0, 0, 1, 1, 2, 2], np.int32),
+      option_N=np.array([0, 1, 2, 0, 1, 0, 1], np.int32),
+      option_bytes_N=np.ones(7, np.int32), num_options=3)
+  graphdef, params = _model(0)
+  got = choice_eval.make_scorer(graphdef, cs, batch_rows=3)(params)
+  np.testing.assert_allclose(got, _reference(nnx.merge(graphdef, params), cs), rtol=1e-5, atol=1e-4)
+  assert got[3] == got[4] == 0.0 and (got[[0, 1, 2, 5, 6]] < 0).all()
+  gap = dataclasses.replace(cs, mask_NxL=cs.mask_NxL.copy())
+  gap.mask_NxL[6, 3] = 0.0
+  with pytest.raises(ValueError, match='row 6 has targets that are not one run'):
+    choice_eval.make_scorer(graphdef, gap)
+
+
 def test_briefly_trained_model_beats_chance(tmp_path):
   config = tiny.get_config()
   config.domains = 'synthetic/easy:1'

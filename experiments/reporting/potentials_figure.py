@@ -12,7 +12,7 @@ from experiments.reporting import figures
 
 
 def short(task: str) -> str:
-  task = str(task).replace('rephrase/bbh/', 'reph/')
+  task = str(task).replace('rephrase/bbh/', 'reph/').replace('mislabeled/bbh/', 'mislab/')
   return re.sub(r'^variant(\d+)/bbh/', r'v\1/', task).replace('bbh/', '')
 
 

@@ -7,8 +7,9 @@ by their longest option (M: the next power of 2 >= 4) so that one long-answer su
 every option; each bucket is padded to whole batches of `batch_rows // num_options` items and
 scored batch after batch by jax.lax.map inside one jit (one compile per bucket shape). Population
 members (a leading axis on every params leaf, as population.py stacks them) are scored one after
-another by a second jax.lax.map. `rows_logprob` scores full rows, the reference the tests and the
-benchmark compare against (`python -m experiments.bench --only=choice`).
+another by a second jax.lax.map. Each new scorer compiles once per bucket on its first call (keep
+it to score the same set again); `python -m experiments.bench --only=choice` compares it with
+scoring full rows, first call and warm.
 """
 
 import dataclasses
@@ -27,15 +28,6 @@ from models import score as score_lib
 DEFAULT_BATCH_ROWS = 32  # option rows per batch (items per batch: this over the most options)
 
 
-def rows_logprob(graphdef: nnx.GraphDef, params: nnx.State, tokens_BxL1: jax.Array,
-                 mask_BxL: jax.Array) -> jax.Array:
-  """Summed log-probability of each row's masked targets (tokens_BxL1[:, 1:]), float32, shape B."""
-  logits_BxLxV = nnx.merge(graphdef, params)(tokens_BxL1[:, :-1])
-  logprob_BxLxV = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32))
-  target_BxL = jnp.take_along_axis(logprob_BxLxV, tokens_BxL1[:, 1:, None], axis=-1)[..., 0]
-  return jnp.sum(target_BxL * mask_BxL, axis=-1)
-
-
 @dataclasses.dataclass(frozen=True)
 class _Bucket:
   """Items whose longest option fits M tokens, in batches: nb x B items of O options."""
@@ -47,16 +39,28 @@ class _Bucket:
 
 
 def _split_rows(choice_set: choices_lib.ChoiceSet):
-  """Per row: (context tokens, option tokens), read back from its tokens and target mask."""
+  """Per row: (context tokens, option tokens), read back from its tokens and target mask; a row
+  without targets is (None, empty). The masked targets must be one run (as choices builds them)."""
   out = []
-  for tokens_L1, mask_L in zip(choice_set.tokens_NxL1, choice_set.mask_NxL):
+  for n, (tokens_L1, mask_L) in enumerate(zip(choice_set.tokens_NxL1, choice_set.mask_NxL)):
     where = np.flatnonzero(mask_L)
     if not len(where):  # an empty option: no target, scored 0 (as a full row scores it)
       out.append((None, tokens_L1[:0]))
       continue
+    if where[-1] - where[0] + 1 != len(where):
+      raise ValueError(f'choice_eval: row {n} has targets that are not one run')
     start = where[0] + 1  # mask position i scores token i + 1
     out.append((tokens_L1[:start], tokens_L1[start:start + len(where)]))
   return out
+
+
+def _context(rows, parts, choice_set) -> np.ndarray:
+  """An item's context: the one its scored rows share (its first token if none is scored)."""
+  contexts = [parts[n][0] for n in rows if parts[n][0] is not None]
+  if any(not np.array_equal(c, contexts[0]) for c in contexts[1:]):
+    raise ValueError(f'choice_eval: the rows of item {choice_set.item_N[rows[0]]} have '
+                     'different contexts')
+  return contexts[0] if contexts else choice_set.tokens_NxL1[rows[0]][:1]
 
 
 def _buckets(choice_set: choices_lib.ChoiceSet, batch_rows: int) -> list[_Bucket]:
@@ -72,8 +76,7 @@ def _buckets(choice_set: choices_lib.ChoiceSet, batch_rows: int) -> list[_Bucket
   per_batch = max(1, batch_rows // num_options)
   out = []
   for m, bucket_items in sorted(by_m.items()):
-    contexts = [next((parts[n][0] for n in items[i] if parts[n][0] is not None),
-                     choice_set.tokens_NxL1[items[i][0]][:1]) for i in bucket_items]
+    contexts = [_context(items[i], parts, choice_set) for i in bucket_items]
     p = max(len(c) for c in contexts)
     batch = min(per_batch, len(bucket_items))
     total = -(-len(bucket_items) // batch) * batch

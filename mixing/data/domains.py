@@ -217,16 +217,19 @@ MISLABELED_SEED = 1 << 20  # mislabeled/bbh/<t> draws its items from seeds this 
 
 def _mislabeled(name, seed, opts):
   """mislabeled/bbh/<task>: bbh/<task>'s generator at other seeds, each target replaced by another
-  answer of the same batch (seeded by the domain and the item), so every label is wrong."""
+  answer of the same batch (seeded by the domain and the item), so every label is wrong. The
+  answers drawn from depend on the batch (its size n included), which the config fixes."""
   task = name.split('/', 2)[2]
   def generate(gen_seed, n):
     items = bbh_tasks.generate(task, gen_seed + MISLABELED_SEED, n)
     answers = sorted({x['target'] for x in items})
     out = []
+    if n and len(answers) < 2:
+      raise ValueError(f'domain {name!r}: {n} items with one answer leave no wrong one to give')
     for i, x in enumerate(items):
       wrong = [a for a in answers if a != x['target']]
       rng = random.Random(f'{name}:{gen_seed}:{i}')
-      out.append({**x, 'target': rng.choice(wrong) if wrong else x['target']})
+      out.append({**x, 'target': rng.choice(wrong)})
     return out
   return _qa_domain(name, generate, seed, opts, BBH_PROMPT, 48)
 
