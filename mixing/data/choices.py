@@ -81,19 +81,20 @@ class ChoiceSet:
     """Options per item."""
     return np.bincount(self.item_N, minlength=self.num_items)
 
+  def _domain_mean(self, value_I) -> np.ndarray:
+    """Per domain, the mean of an item value over its items."""
+    first = self.option_N == 0
+    sums = np.bincount(self.domain_N[first], weights=np.asarray(value_I)[self.item_N[first]],
+                       minlength=len(self.names))
+    return sums / np.maximum(self.num_items_D(), 1)
+
   def chance_D(self) -> np.ndarray:
     """Expected choice_acc of random guessing per domain (mean of 1 / options over its items)."""
-    first = self.option_N == 0
-    inverse = 1.0 / self.options_I()[self.item_N[first]]
-    sums = np.bincount(self.domain_N[first], weights=inverse, minlength=len(self.names))
-    return sums / np.maximum(self.num_items_D(), 1)
+    return self._domain_mean(1.0 / self.options_I())
 
   def cut_D(self) -> np.ndarray:
     """Share of each domain's items whose context was cut from the left to fit seq_len."""
-    first = self.option_N == 0
-    cut = self.cut_I[self.item_N[first]] if self.cut_I is not None else np.zeros(first.sum())
-    sums = np.bincount(self.domain_N[first], weights=cut, minlength=len(self.names))
-    return sums / np.maximum(self.num_items_D(), 1)
+    return self._domain_mean(self.cut_I if self.cut_I is not None else np.zeros(self.num_items))
 
 
 def cut_warning(choice_set: ChoiceSet, what: str) -> str | None:
