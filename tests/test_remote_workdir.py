@@ -38,6 +38,18 @@ _OPS = ('open', 'copy', 'rename', 'exists', 'glob', 'walk', 'isdir', 'listdir', 
         'remove', 'replace', 'rmtree', 'stat')
 
 
+def bucket_ops(store: str):
+  """(local, ops): local maps gs://... to store/...; ops are epath mocks that apply it."""
+  def local(path):
+    path = os.fspath(path)
+    return os.path.join(store, path[len('gs://'):]) if path.startswith('gs://') else path
+
+  def translate(original, path, *args, **kwargs):
+    return original(local(path), *[local(a) if isinstance(a, (str, os.PathLike)) else a
+                                   for a in args], **kwargs)
+  return local, {op: translate for op in _OPS}
+
+
 @contextlib.contextmanager
 def fake_bucket(tmp_path, monkeypatch):
   """gs://bucket/... is tmp_path/store/bucket/...; the process runs in tmp_path/cwd."""
@@ -47,19 +59,11 @@ def fake_bucket(tmp_path, monkeypatch):
     (tmp_path / name).mkdir()
   monkeypatch.chdir(tmp_path / 'cwd')
   monkeypatch.setattr('tempfile.tempdir', str(tmp_path / 'local'))
-
-  def local(path):
-    path = os.fspath(path)
-    return str(store / path[len('gs://'):]) if path.startswith('gs://') else path
-
-  def translate(original, path, *args, **kwargs):
-    return original(local(path), *[local(a) if isinstance(a, (str, os.PathLike)) else a
-                                   for a in args], **kwargs)
-
+  local, ops = bucket_ops(str(store))
   manager = checkpoint_lib.ocp.CheckpointManager
   monkeypatch.setattr(checkpoint_lib.ocp, 'CheckpointManager',
                       lambda directory, **kw: manager(local(directory), **kw))
-  with epath.testing.mock_epath(**{op: translate for op in _OPS}):
+  with epath.testing.mock_epath(**ops):
     yield store
 
 
@@ -278,13 +282,9 @@ _PREEMPTED = r'''
 import os, sys, time
 from etils import epath
 from experiments.training import mirror
-store = sys.argv[1]
-local = lambda p: os.path.join(store, os.fspath(p)[5:]) if os.fspath(p).startswith('gs://') else p
-def translate(original, path, *args, **kwargs):
-  return original(local(path), *[local(a) if isinstance(a, (str, os.PathLike)) else a
-                                 for a in args], **kwargs)
+from tests.test_remote_workdir import bucket_ops
 mirror.SYNC_SECONDS = 3600  # only the last upload can bring the file to the bucket
-with epath.testing.mock_epath(**{op: translate for op in %r}):
+with epath.testing.mock_epath(**bucket_ops(sys.argv[1])[1]):
   with mirror.mirrored('gs://bucket/p') as folder:
     with open(os.path.join(folder, 'step.json'), 'w') as f:
       f.write('{"step": 7}')
@@ -296,7 +296,7 @@ with epath.testing.mock_epath(**{op: translate for op in %r}):
 def test_a_preempted_mirrored_command_uploads_before_it_exits(tmp_path):
   (tmp_path / 'store').mkdir()
   env = dict(os.environ, PYTHONPATH=ROOT, TMPDIR=str(tmp_path))
-  proc = subprocess.Popen([sys.executable, '-c', _PREEMPTED % (_OPS,), str(tmp_path / 'store')],
+  proc = subprocess.Popen([sys.executable, '-c', _PREEMPTED, str(tmp_path / 'store')],
                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
   try:
     while 'written' not in proc.stdout.readline():
