@@ -48,6 +48,9 @@ def get_config(variant: str = ''):
   config.choices.num_options = 4  # options per item (1 correct)
   config.choices.option_bytes = 24  # option length (bytes) cut from a held-out continuation
   config.choices.cuts_per_doc = 32  # plain-text documents: up to this many items each (other cuts)
+  # What feedback and scores read as a domain's accuracy: 'acc_norm' (lm-eval-harness), 'acc', or
+  # 'prob' (the probability of the correct option among the item's options; mixing/data/choices.py).
+  config.choices.metric = 'acc_norm'
 
   config.trajectories.num = 512  # mixing trajectories (32 populations of 16)
   config.trajectories.population = 16  # members trained together

@@ -149,12 +149,17 @@ def test_metrics_acc_and_length_normalized_acc():
   # Item 0: the long correct option has the lower sum (-5 < -3), the higher mean (-0.5 > -1.5).
   # Item 1: a tie, which goes to option 0.
   m = choices.metrics([-5.0, -3.0, -9.0, -2.0, -2.0], cs)
-  assert m == {'eval/a/choice_acc': 0.0, 'eval/b/choice_acc': 1.0,
-               'eval/a/choice_acc_norm': 1.0, 'eval/b/choice_acc_norm': 1.0}
+  p_a = np.exp(-5.0) / (np.exp(-5.0) + np.exp(-3.0) + np.exp(-9.0))
+  assert m == pytest.approx({'eval/a/choice_acc': 0.0, 'eval/b/choice_acc': 1.0,
+                             'eval/a/choice_acc_norm': 1.0, 'eval/b/choice_acc_norm': 1.0,
+                             'eval/a/choice_prob': p_a, 'eval/b/choice_prob': 0.5}, rel=1e-12)
   listed = choices.metrics_K([[-1.0, -3.0, -9.0, -2.0, -1.0], [-5.0, -3.0, -9.0, -2.0, -2.0]], cs)
   assert listed[0]['eval/a/choice_acc'] == 1.0 and listed[0]['eval/b/choice_acc'] == 0.0
   assert listed[1] == m
-  assert choices.metrics([np.nan, -3.0, -9.0, -2.0, -2.0], cs)['eval/a/choice_acc'] == 0.0
+  with_nan = choices.metrics([np.nan, -3.0, -9.0, -2.0, -2.0], cs)
+  assert with_nan['eval/a/choice_acc'] == 0.0 and with_nan['eval/a/choice_prob'] == 0.0
+  # A NaN distractor gets no probability; far-apart log-probabilities do not overflow.
+  assert choices.metrics([-1000.0, np.nan, -2000.0, -2.0, -2.0], cs)['eval/a/choice_prob'] == 1.0
   with pytest.raises(ValueError, match='logprob_N.shape'):
     choices.metrics([0.0] * 4, cs)
 
@@ -181,8 +186,7 @@ def test_scorer_matches_row_by_row_reference(domains):
   assert got.shape == (cs.num_rows,)
   np.testing.assert_allclose(got, _reference(nnx.merge(graphdef, params), cs), rtol=1e-5, atol=1e-4)
   metrics = choice_eval.evaluate(graphdef, params, cs)
-  assert set(metrics) == {f'eval/{n}/{k}' for n in cs.names for k in ('choice_acc',
-                                                                         'choice_acc_norm')}
+  assert set(metrics) == {f'eval/{n}/choice_{k}' for n in cs.names for k in choices.METRICS}
 
 
 def test_members_score_like_each_member_alone(domains):

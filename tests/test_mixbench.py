@@ -91,6 +91,10 @@ def test_config_checks_name_the_field():
     mixbench.check(bad, ['uniform'])
   with pytest.raises(ValueError, match="mixbench.rows.x: unknown config field 'continual.nope'"):
     mixbench.overrides(config, 'continual.nope=1', 'mixbench.rows.x')
+  bad = mixbench_config.get_config('smoke')
+  bad.choices.metric = 'f1'
+  with pytest.raises(ValueError, match="choices.metric: expected one of acc, acc_norm, prob, got 'f1'"):
+    mixbench.check(bad, ['uniform'])
   cfg = mixbench.overrides(config, 'continual.targets=math/hard|continual.reweights=7', 'f')
   assert cfg.domains.endswith(',math/hard') and cfg.steps == 7 * cfg.continual.steps_per_reweight
 
@@ -167,3 +171,16 @@ def test_scores_average_accuracy_into_both_fields():
   assert acc['source'] == pytest.approx(0.5 * (0.0 - 0.1))  # loss unchanged, accuracy -0.1
   assert acc['target'] == pytest.approx(0.5 * (0.2 + 0.0))
   assert acc['balanced'] == pytest.approx(0.5 * (acc['source'] + acc['target']))
+
+
+def test_accuracy_reads_the_configured_choice_metric():
+  from experiments.recipes import closed_loop  # pylint: disable=g-import-not-at-top
+  m = {'eval/a/b/choice_acc': 0.25, 'eval/a/b/choice_acc_norm': 0.5, 'eval/a/b/choice_prob': 0.4,
+       'eval/c/choice_prob': 0.3}
+  assert closed_loop.accuracy_metrics(m) == {'eval/a/b/accuracy': 0.5}
+  assert closed_loop.accuracy_metrics(m, 'prob') == {'eval/a/b/accuracy': 0.4,
+                                                     'eval/c/accuracy': 0.3}
+  config = mixbench_config.get_config('smoke')
+  assert closed_loop.choice_metric(config) == 'acc_norm'
+  config.choices.metric = 'prob'
+  assert closed_loop.choice_metric(config) == 'prob'

@@ -2,10 +2,10 @@
 
 An `Environment` is one continual setting: the base model (trained on `continual.sources`, cached),
 the domain space, and what a run is scored on. A member's feedback at every re-weighting step is its
-held-out loss per domain and, when `config.choices.feedback_items` > 0, its multiple-choice accuracy
-per domain on a small feedback set of items (options ranked by log-likelihood, length-normalized as
-lm-eval-harness's `acc_norm`; mixing/data/choices.py); that accuracy is what the agent sees as
-'eval/<d>/accuracy'. A finished run is scored on `choices.test_items` other items per domain and held-out loss on
+held-out loss per domain and, when `config.choices.feedback_items` > 0, its multiple-choice score
+per domain on a small feedback set of items (`choices.metric`: options ranked by log-likelihood,
+length-normalized as lm-eval-harness's `acc_norm`, or the probability of the correct option among
+them, 'prob'; mixing/data/choices.py); that score is what the agent sees as 'eval/<d>/accuracy'. A finished run is scored on `choices.test_items` other items per domain and held-out loss on
 `choices.test_eval_batches` other batches per domain: the 'test' split for reported runs, a 'val'
 split of as many further items and rows for runs that choose something (the oracle, tuning, RegMix's
 proxies), so nothing reported is chosen on its own items: per side, the mean relative loss improvement over the base model,
@@ -84,10 +84,21 @@ def final_rows(config, split: str) -> tuple[int, int]:
   return first * config.batch_size, batches
 
 
-def accuracy_metrics(choice_metrics: dict) -> dict:
-  """choice_acc_norm per domain as the 'eval/<d>/accuracy' the agent and the scores read."""
-  return {k.replace('/choice_acc_norm', '/accuracy'): v for k, v in choice_metrics.items()
-          if k.endswith('/choice_acc_norm')}
+def choice_metric(config) -> str:
+  """`choices.metric` (default 'acc_norm'): the choices.metrics score the agent and scores read."""
+  c = config.get('choices')
+  metric = c.get('metric', 'acc_norm') if c is not None else 'acc_norm'
+  if metric not in choices_lib.METRICS:
+    raise ValueError(f'choices.metric: expected one of {", ".join(choices_lib.METRICS)}, '
+                     f'got {metric!r}')
+  return metric
+
+
+def accuracy_metrics(choice_metrics: dict, metric: str = 'acc_norm') -> dict:
+  """choice_<metric> per domain as the 'eval/<d>/accuracy' the agent and the scores read."""
+  suffix = f'/choice_{metric}'
+  return {k[:-len(suffix)] + '/accuracy': v for k, v in choice_metrics.items()
+          if k.endswith(suffix)}
 
 
 def environment(config, log=print) -> Environment:
@@ -217,7 +228,7 @@ def _evaluate(env: Environment, pop, feedback, split: str = '') -> list[dict]:
     scorer = feedback if feedback is not None else choice_eval.make_scorer(
         pop.graphdef, choice_set, members=True)
     for row, acc in zip(rows, choices_lib.metrics_K(scorer(pop.state.params), choice_set)):
-      row.update(accuracy_metrics(acc))
+      row.update(accuracy_metrics(acc, choice_metric(env.config)))
       if test:
         row.update(acc)
   return rows

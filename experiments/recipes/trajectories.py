@@ -69,6 +69,7 @@ def check(config):
     raise ValueError(f'trajectories.phase_share: phase_share + ramp_share must be <= 1, got '
                      f'{t.phase_share} + {t.ramp_share}')
   validate.check_number('continual.balance', c.balance, float, 0, 1)
+  closed_loop.choice_metric(config)
   validate.check_number('agent.best_fraction', a.best_fraction, float, 0, 1, open_low=True)
 
 

@@ -32,7 +32,11 @@ another set's context from the same document.
 Scoring (`metrics`): an item is right when its correct option's score is >= every distractor's: a
 tie goes to the lowest option index (the correct one), as numpy's argmax would. choice_acc scores by
 the summed log-probability of the option tokens, choice_acc_norm by that over the option's byte
-length.
+length. choice_prob is continuous: the probability the model gives the correct option among the
+item's options (a softmax of their summed log-probabilities; a NaN option gets 0). A small change of
+a model moves it a little where it can flip a whole binary suite's accuracy (a yes/no bias), so it
+separates mixtures with less noise over seeds (as Heineman et al. 2025, "Signal and Noise", find of
+continuous metrics for small-scale data decisions).
 """
 
 import dataclasses
@@ -44,6 +48,7 @@ import numpy as np
 from mixing.data import domains as domains_lib
 from mixing.data import tokenizer
 
+METRICS = ('acc', 'acc_norm', 'prob')  # `metrics` gives eval/<name>/choice_<metric> for each
 _SHORT_WINDOW_SLACK = 3  # a plain-text window may lose up to 3 bytes to a character boundary
 
 
@@ -291,8 +296,25 @@ def _correct_I(score_N: np.ndarray, choice_set: ChoiceSet) -> np.ndarray:
   return correct_I >= best_other_I
 
 
+def _correct_prob_I(logprob_N: np.ndarray, choice_set: ChoiceSet) -> np.ndarray:
+  """Per item: softmax of its options' log-probabilities at the correct option (NaN: probability 0)."""
+  lp_N = np.where(np.isnan(logprob_N), -np.inf, logprob_N)
+  top_I = np.full(choice_set.num_items, -np.inf)
+  np.maximum.at(top_I, choice_set.item_N, lp_N)
+  shift_N = np.where(np.isfinite(lp_N), lp_N - top_I[choice_set.item_N], -np.inf)
+  mass_I = np.zeros(choice_set.num_items)
+  np.add.at(mass_I, choice_set.item_N, np.exp(shift_N))
+  first = choice_set.option_N == 0
+  out_I = np.zeros(choice_set.num_items)
+  item = choice_set.item_N[first]
+  with np.errstate(invalid='ignore', divide='ignore'):
+    out_I[item] = np.where(mass_I[item] > 0, np.exp(shift_N[first]) / mass_I[item], 0.0)
+  return out_I
+
+
 def metrics(logprob_N, choice_set: ChoiceSet) -> dict[str, float]:
-  """`eval/<name>/choice_acc` and `eval/<name>/choice_acc_norm` per domain (no mean over domains).
+  """`eval/<name>/choice_acc`, `.../choice_acc_norm` and `.../choice_prob` per domain (no mean over
+  domains; module docstring).
 
   logprob_N: each row's summed option-token log-probability. A NaN score never wins.
   """
@@ -309,6 +331,9 @@ def metrics(logprob_N, choice_set: ChoiceSet) -> dict[str, float]:
                           minlength=len(choice_set.names))
     for name, acc in zip(choice_set.names, right_D / count_D):
       out[f'eval/{name}/{key}'] = float(acc)
+  prob_D = np.bincount(item_domain_I, weights=_correct_prob_I(logprob_N, choice_set),
+                       minlength=len(choice_set.names)) / count_D
+  out.update({f'eval/{name}/choice_prob': float(p) for name, p in zip(choice_set.names, prob_D)})
   return out
 
 
