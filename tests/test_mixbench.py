@@ -124,6 +124,10 @@ def test_smoke_run_writes_results_with_every_seed_and_resumes(tmp_path):
   assert results['methods']['uniform']['balanced'][0] != results['methods']['uniform']['balanced'][1]
   for name in ('results.md', 'source_vs_target.png', 'weights.png', 'agent_analysis.png'):
     assert os.path.exists(os.path.join(w, name)), name
+  snr = results['metric_snr']  # what chose choices.metric: every candidate under every metric
+  assert snr['chosen'] == 'prob' and set(snr['tables']) == {'acc', 'acc_norm', 'prob', 'loss'}
+  assert {len(t) for t in snr['tables'].values()} == {len(results['oracle']['scores'])}
+  assert 'signal / noise' in open(os.path.join(w, 'results.md')).read()
   with open(os.path.join(w, 'tuning', 'odm.json')) as f:
     assert len(json.load(f)['scores']) == 2  # ODM tuned on the tuning seed
   # A re-run trains nothing and prints the same table.
@@ -184,3 +188,29 @@ def test_accuracy_reads_the_configured_choice_metric():
   assert closed_loop.choice_metric(config) == 'prob'
   del config.choices['metric']  # a config from before the field: lm-eval-harness's acc_norm
   assert closed_loop.choice_metric(config) == 'acc_norm'
+
+
+def test_signal_noise_separates_candidates_from_seed_noise():
+  table = np.array([[1.0, 2.0], [3.0, 4.0]]) + np.array([[0.1, -0.1], [-0.1, 0.1]])
+  r = bench_report.signal_noise(table)
+  assert r['signal'] == pytest.approx(math.sqrt(2.0))  # candidate means 1.5 and 3.5
+  assert r['noise'] == pytest.approx(0.2)  # the seed effect (+1) is not noise; the +-0.1 is
+  assert r['snr'] == pytest.approx(math.sqrt(2.0) / 0.2)
+
+
+def test_metric_tables_score_each_candidate_under_each_metric():
+  base = {'eval/s/loss': 2.0, 'eval/t/loss': 4.0, 'eval/s/choice_prob': 0.5,
+          'eval/t/choice_prob': 0.25, 'eval/s/choice_acc': 0.5, 'eval/t/choice_acc': 0.5}
+  run = lambda ls, lt, ps, pt: {'eval/s/loss': ls, 'eval/t/loss': lt, 'eval/s/choice_prob': ps,
+                                'eval/t/choice_prob': pt, 'eval/s/choice_acc': 0.5,
+                                'eval/t/choice_acc': 0.5}
+  runs = {'b': {1: run(2.0, 2.0, 0.5, 0.75), 0: run(1.0, 4.0, 0.5, 0.25)},
+          'a': {0: run(2.0, 4.0, 0.5, 0.25), 1: run(2.0, 4.0, 0.5, 0.25)},
+          'partial': {0: run(2.0, 4.0, 0.5, 0.25)}}  # not on every seed: left out
+  t = oracle.metric_tables(runs, base, ['s', 't'], np.array([1.0, 0.0]), np.array([0.0, 1.0]),
+                           0.5, ('acc', 'prob'))
+  assert set(t) == {'acc', 'prob', 'loss'}
+  assert t['loss'] == [[0.0, 0.0], [0.25, 0.25]]  # rows: a, b; columns: seeds 0, 1
+  # b on seed 1: target loss halved (+0.5) and prob +0.5 -> target 0.5, balanced 0.25.
+  np.testing.assert_allclose(t['prob'], [[0.0, 0.0], [0.125, 0.25]])
+  np.testing.assert_allclose(t['acc'], [[0.0, 0.0], [0.125, 0.125]])

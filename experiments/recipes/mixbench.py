@@ -17,6 +17,7 @@ Every stage trains its members as populations (closed_loop.drive), a chunk of at
 interrupted stage resumes at its first unfinished chunk.
 """
 
+import glob
 import os
 import time
 
@@ -34,6 +35,7 @@ from experiments.training import workdir as workdir_lib
 from mixing import mixer as mixer_lib
 from mixing import registry
 from mixing.agent import deploy
+from mixing.data import choices as choices_lib
 from mixing.mixers import regmix as regmix_lib
 
 METHODS = ('uniform', 'best_static', 'best_dynamic', 'odm', 'doremi', 'regmix', 'agent')
@@ -212,6 +214,18 @@ class Bench:
     atomic.write_json(path, best)
     return best
 
+  def metric_tables(self) -> dict:
+    """oracle.metric_tables of the oracle's candidates (its chunk files, the 'val' split)."""
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(self.workdir, 'oracle', '*', 'chunk_*.json'))):
+      saved = atomic.read_json(path)
+      for key, row in zip(saved['keys'], saved['rows']):
+        name, seed = key.rsplit(':', 1)[0].rsplit('@', 1)
+        runs.setdefault(name, {})[int(seed)] = row['final']
+    e = self.env
+    return oracle_lib.metric_tables(runs, e.base_final['val'], e.names, e.space.is_source_D,
+                                    e.space.is_target_D, e.space.balance, choices_lib.METRICS)
+
   def _search(self, candidates: dict, kind: str) -> dict[str, list[float]]:
     """Every candidate on every tuning seed -> {candidate: balanced scores}."""
     specs = [(f'{name}@{s}', _schedule_factory(self.config, w), s)
@@ -365,6 +379,9 @@ def run(config, workdir: str, methods, rows: bool = True, log=print, agent_dir: 
   best = bench.oracle()
   results['oracle'] = {k: best[k] for k in ('best_static', 'best_dynamic', 'schedules', 'scores',
                                             'tune_seeds')}
+  if bench.env.final_sets['val'] is not None:  # what chose choices.metric (the report's table)
+    results['metric_snr'] = {'chosen': closed_loop.choice_metric(config),
+                             'tables': bench.metric_tables()}
   results['timings'] = atomic.read_json(os.path.join(workdir, 'timings.json')) or {}
   results['trajectories'] = config.trajectories.num
   workdir_lib.release_replaced(workdir)

@@ -15,6 +15,8 @@ static and the best dynamic candidate by mean balanced score there become method
 
 import numpy as np
 
+from mixing.agent import features
+
 LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)  # target shares the dynamic candidates move between
 
 
@@ -62,7 +64,27 @@ def dynamic_candidates(is_target_D, k: int, switch: float, levels=LEVELS, split_
   return out
 
 
+def metric_tables(runs: dict, base: dict, names, is_source_D, is_target_D, balance: float,
+                  metrics) -> dict[str, list[list[float]]]:
+  """Balanced score of every candidate on every tuning seed under each choice metric, for the
+  signal-to-noise table that chooses `choices.metric` (the report's).
 
+  runs: {candidate: {seed: final metrics}} of candidates run on every seed; base: the base model's
+  final metrics on the same split. Returns {metric: C x S} (candidates sorted, seeds ascending),
+  with 'loss' for the held-out loss half alone."""
+  seeds = sorted({s for r in runs.values() for s in r})
+  cands = sorted(c for c, r in runs.items() if set(r) == set(seeds))
+  get = lambda m, fmt: np.array([m.get(fmt.format(n), np.nan) for n in names], np.float64)
+  base_loss = get(base, 'eval/{}/loss')
+  out = {}
+  for metric in (*metrics, 'loss'):
+    key = 'eval/{}/choice_' + metric
+    base_acc = get(base, key) if metric != 'loss' else np.full(len(names), np.nan)
+    out[metric] = [[features.score_arrays(
+        get(runs[c][s], 'eval/{}/loss'), base_loss,
+        get(runs[c][s], key) if metric != 'loss' else base_acc, base_acc, is_source_D,
+        is_target_D, balance)['balanced'] for s in seeds] for c in cands]
+  return out
 
 
 def levels(text) -> tuple[float, ...]:

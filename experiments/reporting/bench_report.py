@@ -36,6 +36,18 @@ def paired(a, b) -> dict:
           'below_zero': bool(mean + half < 0)}
 
 
+def signal_noise(table_CxS) -> dict:
+  """Signal: the SD of the candidates' mean scores; noise: the residual SD of the candidate x seed
+  table once each candidate's and each seed's mean are removed (two-way, no interaction); their
+  ratio (Heineman et al. 2025's signal-to-noise, with seeds as the noise)."""
+  x = np.asarray(table_CxS, np.float64)
+  c, s = x.shape
+  resid = x - x.mean(1, keepdims=True) - x.mean(0, keepdims=True) + x.mean()
+  noise = math.sqrt((resid ** 2).sum() / ((c - 1) * (s - 1))) if c > 1 and s > 1 else math.nan
+  signal = float(x.mean(1).std(ddof=1)) if c > 1 else math.nan
+  return {'signal': signal, 'noise': noise, 'snr': signal / noise if noise > 0 else math.nan}
+
+
 def _fmt(mean, half, digits=4) -> str:
   return f'{mean:+.{digits}f} ± {half:.{digits}f}' if math.isfinite(half) else f'{mean:+.{digits}f}'
 
@@ -105,6 +117,17 @@ def markdown(results: dict, timings: dict | None = None) -> str:
     out += ['', f'## Oracle search (tuning seeds {oracle["tune_seeds"]}, never reported): top 8 '
             f'of {len(ranked)}', '', '| candidate | balanced (tuning seeds) |', '|---|---:|']
     out += [f'| {n} | {_fmt(*mean_ci(oracle["scores"][n]))} |' for n in ranked[:8]]
+  snr = results.get('metric_snr')
+  if snr and snr['tables']:
+    n = len(next(iter(snr['tables'].values())))
+    out += ['', f'## Choice metric: signal and noise of the balanced score on the oracle\'s {n} '
+            'candidates (tuning seeds)', '', '| metric | signal | noise | signal / noise |',
+            '|---|---:|---:|---:|']
+    for metric, table in snr['tables'].items():
+      r = signal_noise(table)
+      mark = ' (chosen: choices.metric)' if metric == snr['chosen'] else (
+          ' (held-out loss alone)' if metric == 'loss' else '')
+      out.append(f'| {metric}{mark} | {r["signal"]:.4f} | {r["noise"]:.4f} | {r["snr"]:.2f} |')
   stages = results.get('timings') or {}
   if stages or timings:
     out += ['', '## Wall time (2 CPU cores unless stated)', '']
