@@ -160,6 +160,7 @@ def test_metrics_acc_and_length_normalized_acc():
   assert with_nan['eval/a/choice_acc'] == 0.0 and with_nan['eval/a/choice_prob'] == 0.0
   # A NaN distractor gets no probability; far-apart log-probabilities do not overflow.
   assert choices.metrics([-1000.0, np.nan, -2000.0, -2.0, -2.0], cs)['eval/a/choice_prob'] == 1.0
+  assert choices.metrics([np.nan] * 3 + [-2.0, -2.0], cs)['eval/a/choice_prob'] == 0.0  # all NaN
   with pytest.raises(ValueError, match='logprob_N.shape'):
     choices.metrics([0.0] * 4, cs)
 

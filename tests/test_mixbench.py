@@ -214,3 +214,6 @@ def test_metric_tables_score_each_candidate_under_each_metric():
   # b on seed 1: target loss halved (+0.5) and prob +0.5 -> target 0.5, balanced 0.25.
   np.testing.assert_allclose(t['prob'], [[0.0, 0.0], [0.125, 0.25]])
   np.testing.assert_allclose(t['acc'], [[0.0, 0.0], [0.125, 0.125]])
+  del runs['a'][0]['eval/s/choice_prob']  # a run from before choice_prob: no 'prob' row at all
+  assert set(oracle.metric_tables(runs, base, ['s', 't'], np.array([1.0, 0.0]),
+                                  np.array([0.0, 1.0]), 0.5, ('acc', 'prob'))) == {'acc', 'loss'}

@@ -71,7 +71,7 @@ def metric_tables(runs: dict, base: dict, names, is_source_D, is_target_D, balan
 
   runs: {candidate: {seed: final metrics}} of candidates run on every seed; base: the base model's
   final metrics on the same split. Returns {metric: C x S} (candidates sorted, seeds ascending),
-  with 'loss' for the held-out loss half alone."""
+  with 'loss' for the held-out loss half alone; a metric some run lacks is left out."""
   seeds = sorted({s for r in runs.values() for s in r})
   cands = sorted(c for c, r in runs.items() if set(r) == set(seeds))
   get = lambda m, fmt: np.array([m.get(fmt.format(n), np.nan) for n in names], np.float64)
@@ -79,6 +79,9 @@ def metric_tables(runs: dict, base: dict, names, is_source_D, is_target_D, balan
   out = {}
   for metric in (*metrics, 'loss'):
     key = 'eval/{}/choice_' + metric
+    if metric != 'loss' and any(key.format(names[0]) not in runs[c][s] for c in cands
+                                for s in seeds):
+      continue  # runs from before the metric existed: no row rather than a loss-only one
     base_acc = get(base, key) if metric != 'loss' else np.full(len(names), np.nan)
     out[metric] = [[features.score_arrays(
         get(runs[c][s], 'eval/{}/loss'), base_loss,

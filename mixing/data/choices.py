@@ -301,7 +301,8 @@ def _correct_prob_I(logprob_N: np.ndarray, choice_set: ChoiceSet) -> np.ndarray:
   lp_N = np.where(np.isnan(logprob_N), -np.inf, logprob_N)
   top_I = np.full(choice_set.num_items, -np.inf)
   np.maximum.at(top_I, choice_set.item_N, lp_N)
-  shift_N = np.where(np.isfinite(lp_N), lp_N - top_I[choice_set.item_N], -np.inf)
+  with np.errstate(invalid='ignore'):  # an item whose options are all NaN: -inf - -inf
+    shift_N = np.where(np.isfinite(lp_N), lp_N - top_I[choice_set.item_N], -np.inf)
   mass_I = np.zeros(choice_set.num_items)
   np.add.at(mass_I, choice_set.item_N, np.exp(shift_N))
   first = choice_set.option_N == 0
