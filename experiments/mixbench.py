@@ -18,6 +18,7 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from experiments.recipes import closed_loop
 from experiments.recipes import mixbench
 from experiments.reporting import bench_report
 from experiments.training import atomic
@@ -49,8 +50,8 @@ def main(argv):
 
 def _run(config, methods, agent_dir, w):
   if agent_dir:
-    try:
-      deploy.load_agent(agent_dir)  # a missing checkpoint or an old feature version: now
+    try:  # a missing checkpoint, an old feature version or another choice metric: now
+      closed_loop.check_agent_metric(config, deploy.load_agent(agent_dir)[1], agent_dir)
     except ValueError as e:
       cli.fail(str(e))
   start = time.time()

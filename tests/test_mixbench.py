@@ -128,6 +128,14 @@ def test_smoke_run_writes_results_with_every_seed_and_resumes(tmp_path):
   assert snr['chosen'] == 'prob' and set(snr['tables']) == {'acc', 'acc_norm', 'prob', 'loss'}
   assert {len(t) for t in snr['tables'].values()} == {len(results['oracle']['scores'])}
   assert 'signal / noise' in open(os.path.join(w, 'results.md')).read()
+  from mixing.agent import deploy  # pylint: disable=g-import-not-at-top
+  agent_dir = os.path.join(w, 'agents', '00')
+  assert deploy.load_agent(agent_dir)[1]['choice_metric'] == 'prob'
+  # Deployed where the feedback is another metric: one line, exit 2, before anything trains.
+  other = _mixbench(str(tmp_path / 'other'), f'--agent_dir={agent_dir}',
+                    '--config.choices.metric=acc_norm')
+  assert other.returncode == 2 and "trained on choices.metric='prob'" in other.stderr
+  assert 'Traceback' not in other.stderr
   with open(os.path.join(w, 'tuning', 'odm.json')) as f:
     assert len(json.load(f)['scores']) == 2  # ODM tuned on the tuning seed
   # A re-run trains nothing and prints the same table.
@@ -186,8 +194,12 @@ def test_accuracy_reads_the_configured_choice_metric():
                                                      'eval/c/accuracy': 0.3}
   config = mixbench_config.get_config('smoke')
   assert closed_loop.choice_metric(config) == 'prob'
+  closed_loop.check_agent_metric(config, {'choice_metric': 'prob'}, 'A')
+  with pytest.raises(ValueError, match="agent_dir: 'A' was trained on choices.metric='acc_norm'"):
+    closed_loop.check_agent_metric(config, {}, 'A')  # an agent saved before the field
   del config.choices['metric']  # a config from before the field: lm-eval-harness's acc_norm
   assert closed_loop.choice_metric(config) == 'acc_norm'
+  closed_loop.check_agent_metric(config, {}, 'A')
 
 
 def test_signal_noise_separates_candidates_from_seed_noise():

@@ -94,6 +94,16 @@ def choice_metric(config) -> str:
   return metric
 
 
+def check_agent_metric(config, agent_meta: dict, agent_dir: str) -> None:
+  """ValueError unless an agent (its saved meta) was trained on the choice metric config feeds back
+  (agents saved before the field: 'acc_norm'); its accuracy features would mean something else."""
+  trained, here = agent_meta.get('choice_metric', 'acc_norm'), choice_metric(config)
+  if trained != here:
+    raise ValueError(f"agent_dir: '{agent_dir}' was trained on choices.metric={trained!r} "
+                     f'feedback, this config gives {here!r} (set --config.choices.metric={trained} '
+                     'to deploy it)')
+
+
 def accuracy_metrics(choice_metrics: dict, metric: str = 'acc_norm') -> dict:
   """choice_<metric> per domain as the 'eval/<d>/accuracy' the agent and the scores read."""
   suffix = f'/choice_{metric}'

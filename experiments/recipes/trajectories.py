@@ -289,6 +289,7 @@ def train_agent(config, trajectories: str, workdir: str, quiet: bool = False,
       writer.close()
   deploy.save_agent(workdir, policy, {'balance': config.continual.balance,
                                       'trajectories': os.path.abspath(trajectories),
-                                      'domains': dataset.meta.get('domains')})
+                                      'domains': dataset.meta.get('domains'),
+                                      'choice_metric': closed_loop.choice_metric(config)})
   workdir_lib.release_replaced(workdir)
   return policy
