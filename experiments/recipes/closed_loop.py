@@ -237,8 +237,9 @@ def _evaluate(env: Environment, pop, feedback, split: str = '') -> list[dict]:
   if choice_set is not None:
     scorer = feedback if feedback is not None else choice_eval.make_scorer(
         pop.graphdef, choice_set, members=True)
+    metric = choice_metric(env.config)
     for row, acc in zip(rows, choices_lib.metrics_K(scorer(pop.state.params), choice_set)):
-      row.update(accuracy_metrics(acc, choice_metric(env.config)))
+      row.update(accuracy_metrics(acc, metric))
       if test:
         row.update(acc)
   return rows

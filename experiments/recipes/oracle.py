@@ -78,15 +78,13 @@ def metric_tables(runs: dict, base: dict, names, is_source_D, is_target_D, balan
   base_loss = get(base, 'eval/{}/loss')
   out = {}
   for metric in (*metrics, 'loss'):
-    key = 'eval/{}/choice_' + metric
+    key = 'eval/{}/choice_' + metric  # 'loss': no such key, so all NaN: the loss half alone
     if metric != 'loss' and any(key.format(names[0]) not in runs[c][s] for c in cands
                                 for s in seeds):
       continue  # runs from before the metric existed: no row rather than a loss-only one
-    base_acc = get(base, key) if metric != 'loss' else np.full(len(names), np.nan)
     out[metric] = [[features.score_arrays(
-        get(runs[c][s], 'eval/{}/loss'), base_loss,
-        get(runs[c][s], key) if metric != 'loss' else base_acc, base_acc, is_source_D,
-        is_target_D, balance)['balanced'] for s in seeds] for c in cands]
+        get(runs[c][s], 'eval/{}/loss'), base_loss, get(runs[c][s], key), get(base, key),
+        is_source_D, is_target_D, balance)['balanced'] for s in seeds] for c in cands]
   return out
 
 
