@@ -144,6 +144,14 @@ def test_smoke_run_writes_results_with_every_seed_and_resumes(tmp_path):
   assert 'chunk' not in again.stdout and 'BC + CQL' in again.stdout
   with open(os.path.join(w, 'results.json')) as f:
     assert json.load(f)['methods'] == results['methods']
+  # Other reported seeds extend the same workdir: only the methods run on them (no oracle, no agent).
+  more = _mixbench(w, '--config.mixbench.seeds=0,1,2', '--methods=uniform,agent', '--norows')
+  assert more.returncode == 0, more.stderr[-3000:]
+  trained = [line.split(': chunk')[0] for line in more.stdout.splitlines() if ': chunk' in line]
+  assert trained == ['uniform', 'agent'], trained
+  with open(os.path.join(w, 'results.json')) as f:
+    extended = json.load(f)
+  assert extended['seeds'] == [0, 1, 2] and len(extended['methods']['agent']['balanced']) == 3
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):

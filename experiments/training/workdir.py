@@ -41,9 +41,11 @@ LOCK_FILE = '.lock'
 # Fields that may change between a run and its resumption without making it another experiment.
 # taskpgm.seeds / families: each (family, seed) is its own complete run, so more of them extend one.
 # data.build_workers: builds are byte-identical whatever the worker count (absent in older records).
+# mixbench.seeds: the reported seeds; nothing chosen depends on them (tuning seeds choose), and their
+# runs are cached under keys naming each seed, so other seeds re-run only the methods and rows.
 RESUMABLE = frozenset({'steps', 'log_every', 'progress_seconds', 'checkpoint_every',
                        'keep_checkpoints', 'eval_every', 'taskpgm.seeds', 'taskpgm.families',
-                       'data.build_workers'})
+                       'data.build_workers', 'mixbench.seeds'})
 _MESSAGE_BYTES = 1024  # process 0's error, as sent to the other processes
 _held: dict[str, 'Lock'] = {}  # os.path.realpath(workdir) -> this process's lock on it
 _guard = threading.RLock()
