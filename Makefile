@@ -16,8 +16,12 @@ $(VENV)/.installed: pyproject.toml requirements.txt requirements-nodeps.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $@
 
+# Two pytest-xdist workers, one per file (a file's module fixtures are built once): most tests are
+# single-threaded XLA compiles, so two run side by side on 2 cores (PYTEST_ARGS= for one process).
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
 test: venv
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests
 
 quickstart: venv
 	$(VENV)/bin/python -m experiments.quickstart --workdir=$(WORKDIR)
