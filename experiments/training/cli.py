@@ -234,6 +234,32 @@ def _raised_in(error: BaseException, packages) -> bool:
   return any(f'{os.sep}{package}{os.sep}' in where for package in packages)
 
 
+CACHE_DIR = os.path.join('~', '.cache', 'mixlab', 'jax')  # JAX's compilation cache, by default
+
+
+def use_compilation_cache() -> str | None:
+  """Turns on JAX's persistent compilation cache; returns its directory (None: off).
+
+  Every chunk of a population stage, every proxy and every evaluation builds its own jit of the same
+  programs, so most of a small run's time is compiling them again: cached, a repeat loads from disk
+  (mixbench's smoke run: 400 s -> 200 s from an empty cache). The directory is
+  $JAX_COMPILATION_CACHE_DIR when set (empty: off), else ~/.cache/mixlab/jax (none if it cannot be
+  made); every program is cached unless $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise."""
+  path = os.environ.get('JAX_COMPILATION_CACHE_DIR', os.path.expanduser(CACHE_DIR))
+  if not path:
+    return None
+  try:
+    if not atomic.is_remote(path):  # gs://: JAX writes it through its own file system
+      os.makedirs(path, exist_ok=True)
+  except OSError:
+    return None
+  import jax  # pylint: disable=g-import-not-at-top  # this module's users need not start JAX
+  jax.config.update('jax_compilation_cache_dir', path)
+  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)  # small programs add up
+  return path
+
+
 def run(main, default_config: str | None = None, reads_domains: bool = False):
   """app.run(main), but a user mistake is one line and exit 2 (module docstring), not a traceback.
 
@@ -243,6 +269,7 @@ def run(main, default_config: str | None = None, reads_domains: bool = False):
   """
   if default_config and not any(a == '--config' or a.startswith('--config=') for a in sys.argv):
     sys.argv.insert(1, f'--config={default_config}')
+  use_compilation_cache()
 
   def guarded(argv):
     config = flags.FLAGS['config'].value if 'config' in flags.FLAGS else None
