@@ -90,7 +90,7 @@ def box(tmp_path_factory):
 
 def _env(box, cache=True, log_compiles=False) -> dict:
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
-  env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  env['JAX_COMPILATION_CACHE_DIR'] = ''  # off (cli.use_compilation_cache would use ~/.cache)
   if cache:
     env.update(JAX_COMPILATION_CACHE_DIR=str(box / 'jax_cache'),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
