@@ -253,10 +253,14 @@ def use_compilation_cache() -> str | None:
       os.makedirs(path, exist_ok=True)
   except OSError:
     return None
-  import jax  # pylint: disable=g-import-not-at-top  # this module's users need not start JAX
-  jax.config.update('jax_compilation_cache_dir', path)
+  settings = {'jax_compilation_cache_dir': path}
   if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)  # small programs add up
+    settings['jax_persistent_cache_min_compile_time_secs'] = 0.0  # small programs add up
+  if 'jax' in sys.modules:  # JAX read its variables when imported: set them in its config
+    for name, value in settings.items():
+      sys.modules['jax'].config.update(name, value)
+  else:  # a command that has not imported JAX (it may never need it) leaves it unimported
+    os.environ.update({name.upper(): str(value) for name, value in settings.items()})
   return path
 
 
