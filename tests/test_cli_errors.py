@@ -250,3 +250,16 @@ def test_a_gs_path_without_the_gcs_extra_is_one_line():
         "error: Please install gcsfs to access Google Storage (gs:// paths need the gcs extra: "
         "pip install -e '.[gcs]')")
     assert 'Traceback' not in result.stderr
+
+
+def test_an_os_error_without_a_file_names_the_run(monkeypatch):
+  """A write in a library's thread (orbax's async save) can fail with no file to name: the line then
+  says whose run it was, from --workdir."""
+  from experiments.training import cli  # pylint: disable=g-import-not-at-top
+  full = OSError(28, 'No space left on device')
+  monkeypatch.setattr(cli, '_flag_value', lambda name: '/w/run' if name == 'workdir' else None)
+  assert cli.one_line(full) == 'No space left on device (the run in /w/run)'
+  assert cli.one_line(OSError(28, 'No space left on device', '/w/run/x')) == (
+      '/w/run/x: No space left on device')
+  monkeypatch.setattr(cli, '_flag_value', lambda name: None)
+  assert cli.one_line(full) == 'No space left on device'

@@ -128,12 +128,23 @@ def one_line(e: BaseException) -> str:
     paths = ' -> '.join(str(p) for p in (e.filename, e.filename2) if p is not None)
     path = paths or _file_in(e.__traceback__)
     what = e.strerror or str(e) or type(e).__name__
-    return f'{path}: {what}' if path else what
+    if path:
+      return f'{path}: {what}'
+    workdir = _flag_value('workdir')  # a write in a library's thread names no file: say whose run
+    return f'{what} (the run in {workdir})' if workdir else what
   for kind, what in _UNREADABLE:
     if isinstance(e, kind):
       path = _file_in(e.__traceback__)
       return f'{path}: {what} ({e})' if path else f'{what}: {e}'
   return str(e).strip() or type(e).__name__
+
+
+def _flag_value(name: str):
+  """The value of the command's flag `name` (None: no such flag, or flags not parsed yet)."""
+  try:
+    return flags.FLAGS[name].value if name in flags.FLAGS else None
+  except flags.Error:
+    return None
 
 
 def _silence_background():
