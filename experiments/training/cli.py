@@ -37,7 +37,7 @@ def _parse_flags(argv):
     rest = flags.FLAGS(argv)
     for name in flags.FLAGS:  # a config file that failed to load raises when first read: read it here
       getattr(flags.FLAGS[name].value, 'keys', None)
-    config = flags.FLAGS['config'].value if 'config' in flags.FLAGS else None
+    config = _flag_value('config')
     if DOMAIN.value and config is not None and 'domain_files' in config:
       try:
         load_lib.add_domain_flags(config, DOMAIN.value)
@@ -287,7 +287,7 @@ def run(main, default_config: str | None = None, reads_domains: bool = False):
   use_compilation_cache()
 
   def guarded(argv):
-    config = flags.FLAGS['config'].value if 'config' in flags.FLAGS else None
+    config = _flag_value('config')
     if DOMAIN.value and not reads_domains and (config is None or 'domain_files' not in config):
       fail(f'domain: {DOMAIN.value[0]!r}: this command takes no domains')
     try:
