@@ -37,6 +37,9 @@ def get_config():
   config.agent.cql_steps = 1500  # conservative Q-learning steps
   config.agent.best_fraction = 0.25  # share of trajectories (by return) used for cloning
   config.agent.seed = 0  # seeds the agent's init and minibatches
+  # Features both networks read as 0, comma-separated (mixing/agent/features.py names them): e.g.
+  # 'log_size,log_size_rel', the domain sizes, which identify a domain within one domain space.
+  config.agent.drop_features = ''
 
   # The continual run itself (what the agent re-weights, and every baseline on the same budget).
   # These follow the continual fields (FieldReferences), so overriding those updates them.

@@ -222,6 +222,32 @@ def test_saved_agent_reloads_and_mixes_identically(tmp_path):
   assert all(np.array_equal(state[k], state2[k]) for k in state) and int(state['updates']) == 3
 
 
+def test_dropped_features_change_nothing_and_the_others_do(tmp_path):
+  drop = ('log_size_rel', 'log_size', 'progress')
+  config = policy_lib.PolicyConfig(d_model=32, num_layers=1, num_heads=2, drop_features=drop)
+  policy = _random_policy(config)
+  q = policy_lib.QNetwork(config, rngs=nnx.Rngs(3))
+  feats, glob = _state(4, 1)
+  action = np.full(4, 0.25, np.float32)
+  other_feats, other_glob = feats.copy(), glob.copy()
+  for name in drop[:2]:
+    other_feats[:, features.DOMAIN_FEATURES.index(name)] += 5.0
+  other_glob[features.GLOBAL_FEATURES.index('progress')] += 5.0
+  np.testing.assert_array_equal(_weights(policy, feats, glob), _weights(policy, other_feats, other_glob))
+  np.testing.assert_array_equal(_q(q, feats, glob, action), _q(q, other_feats, other_glob, action))
+  kept = feats.copy()
+  kept[:, features.DOMAIN_FEATURES.index('eval_loss')] += 5.0
+  assert not np.allclose(_weights(policy, feats, glob), _weights(policy, kept, glob))
+  assert not np.allclose(_q(q, feats, glob, action), _q(q, kept, glob, action))
+  agent_dir = str(tmp_path / 'agent')
+  deploy.save_agent(agent_dir, policy)
+  loaded, meta = deploy.load_agent(agent_dir)
+  assert loaded.config.drop_features == drop and meta['policy']['drop_features'] == list(drop)
+  np.testing.assert_array_equal(policy(other_feats, other_glob), loaded(feats, glob))
+  with pytest.raises(ValueError, match="policy.drop_features: unknown feature 'size'"):
+    policy_lib.PolicyConfig(drop_features=('size',))
+
+
 def test_agent_errors(tmp_path):
   policy = _random_policy(SMALL)
   policy.head.kernel[...] = policy.head.kernel[...] * np.nan

@@ -19,6 +19,7 @@ from experiments.recipes import runs
 from experiments.training import trainer as trainer_lib
 from experiments.recipes import continual
 from mixing.agent import dataset as dataset_lib
+from mixing.agent import deploy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,6 +88,15 @@ def test_deployed_agent_reweights_a_continual_run(pipeline):
   assert trainer.last_eval['eval/math/easy/loss'] < 10
 
 
+def test_agent_with_dropped_features_trains_and_deploys(pipeline, tmp_path):
+  tmp, config, _ = pipeline
+  config = continual.with_overrides(config, {'agent.drop_features': 'log_size, log_size_rel'})
+  policy = agent_lib.train_agent(config, str(tmp / 'T'), str(tmp_path / 'A'), quiet=True)
+  assert policy.config.drop_features == ('log_size', 'log_size_rel')
+  loaded, _ = deploy.load_agent(str(tmp_path / 'A'))
+  assert loaded.config.drop_features == ('log_size', 'log_size_rel')
+
+
 def test_train_agent_refuses_another_domain_space(pipeline, tmp_path):
   tmp, config, _ = pipeline
   config = copy.deepcopy(config)  # the fixture's config is shared
@@ -101,6 +111,9 @@ def test_train_agent_refuses_another_domain_space(pipeline, tmp_path):
       '--config.mixer.name=agent', '--config.mixer.agent_dir=EMPTY'], "agent_dir: no trained agent"),
     (['-m', 'experiments.train_agent', '--config=configs/continual_math.py',
       '--trajectories=/no/such'], "dataset: no dataset directory at '/no/such/dataset'"),
+    (['-m', 'experiments.train_agent', '--config=configs/continual_math.py',
+      '--trajectories=/no/such', '--config.agent.drop_features=weight,size'],
+     "agent.drop_features: unknown feature 'size'"),
 ])
 def test_bad_agent_inputs_exit_2(tmp_path, args, message):
   empty = tmp_path / 'empty'

@@ -37,6 +37,7 @@ from mixing.agent import cql
 from mixing.agent import dataset as dataset_lib
 from mixing.agent import deploy
 from mixing.agent import features
+from mixing.agent import policy as policy_lib
 from mixing import mixer as mixer_lib
 from mixing import registry
 from mixing.data import load as load_lib
@@ -69,6 +70,7 @@ def check(config):
     raise ValueError(f'trajectories.phase_share: phase_share + ramp_share must be <= 1, got '
                      f'{t.phase_share} + {t.ramp_share}')
   validate.check_number('continual.balance', c.balance, float, 0, 1)
+  policy_config(config)  # agent.drop_features names known features
   closed_loop.choice_metric(config)
   validate.check_number('agent.best_fraction', a.best_fraction, float, 0, 1, open_low=True)
 
@@ -238,6 +240,19 @@ def _merged_rounds(path: str) -> int | None:
     return None
 
 
+def policy_config(config, dataset: dataset_lib.Dataset | None = None) -> policy_lib.PolicyConfig:
+  """The agent's architecture: PolicyConfig's defaults, sized to the dataset's features, with the
+  features `agent.drop_features` names read as 0."""
+  drop = tuple(n.strip() for n in str(config.agent.get('drop_features', '')).split(',')
+               if n.strip())
+  sizes = {} if dataset is None else {'num_features': dataset.feats_NxDxF.shape[2],
+                                      'num_global': dataset.global_NxG.shape[1]}
+  try:
+    return policy_lib.PolicyConfig(drop_features=drop, **sizes)
+  except ValueError as e:
+    raise ValueError(str(e).replace('policy.drop_features', 'agent.drop_features')) from None
+
+
 def agent_config(config, dataset: dataset_lib.Dataset):
   """What shapes the agent (workdir.claim's record in A): the `agent` section, the balance, and the
   trajectories' contents (not their folder)."""
@@ -283,7 +298,8 @@ def train_agent(config, trajectories: str, workdir: str, quiet: bool = False,
     policy, _, _ = cql.train(dataset, a.cql_steps, a.bc_steps, a.seed, log_fn=log, start_fn=start,
                              checkpoint_dir=os.path.join(workdir, 'checkpoints'),
                              config=cql.CQLConfig(bc_fraction=a.best_fraction,
-                                                  checkpoint_every=checkpoint_every))
+                                                  checkpoint_every=checkpoint_every),
+                             policy_config=policy_config(config, dataset))
   finally:
     if writer:
       writer.close()

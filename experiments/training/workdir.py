@@ -64,7 +64,7 @@ def flatten(tree, prefix: str = '') -> dict[str, Any]:
 
 # Fields added after older records were written, with the value every run before them used: a record
 # without one ran with that value (so upgrading mixlab does not orphan a workdir).
-ADDED = {'data.draws': 'iid', 'choices.metric': 'acc_norm'}
+ADDED = {'data.draws': 'iid', 'choices.metric': 'acc_norm', 'agent.drop_features': ''}
 
 
 def differences(old: dict, new: dict) -> list[str]:

@@ -15,6 +15,10 @@ QNetwork: Q(s, a), the domain tokens reading [features, D * w_d]; the scalar com
 the mean of the real domains' outputs concatenated with the global token's, so it is invariant to
 permuting the domains (with their weights).
 
+`drop_features` names features (features.DOMAIN_FEATURES or GLOBAL_FEATURES) that both networks
+read as 0, as if absent: e.g. the domain sizes, which name a domain in a fixed domain space and so
+let a policy learn "this domain" rather than "a domain that behaves like this".
+
 Inputs may be batched (B x D x F, B x G, B x D) or one state (D x F, G, D).
 """
 
@@ -39,8 +43,15 @@ class PolicyConfig:
   num_heads: int = 4
   mlp_ratio: int = 2  # MLP hidden width = mlp_ratio * d_model
   floor_frac: float = 0.1  # D * floor: the weight mass spread uniformly, whatever the logits
+  drop_features: tuple[str, ...] = ()  # features read as 0 (module docstring)
 
   def __post_init__(self):
+    object.__setattr__(self, 'drop_features', tuple(self.drop_features))
+    known = features.DOMAIN_FEATURES + features.GLOBAL_FEATURES
+    for name in self.drop_features:
+      if name not in known:
+        raise ValueError(f'policy.drop_features: unknown feature {name!r} (known: '
+                         f'{", ".join(known)})')
     for name in ('num_features', 'num_global', 'd_model', 'num_layers', 'num_heads', 'mlp_ratio'):
       if int(getattr(self, name)) < 1:
         raise ValueError(f'policy.{name}: must be >= 1, got {getattr(self, name)}')
@@ -51,7 +62,14 @@ class PolicyConfig:
       raise ValueError(f'policy.floor_frac: must be in [0, 1), got {self.floor_frac}')
 
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    out = dataclasses.asdict(self)
+    out['drop_features'] = list(self.drop_features)
+    return out
+
+  def keep_masks(self):
+    """(domain features' mask F, global features' mask G): 0 for a dropped feature, else 1."""
+    return ([0.0 if n in self.drop_features else 1.0 for n in features.DOMAIN_FEATURES],
+            [0.0 if n in self.drop_features else 1.0 for n in features.GLOBAL_FEATURES])
 
 
 class Block(nnx.Module):
@@ -75,12 +93,20 @@ class Encoder(nnx.Module):
   """Domain tokens + a global token -> (domain outputs B x D x H, global output B x H)."""
 
   def __init__(self, in_features: int, config: PolicyConfig, *, rngs: nnx.Rngs):
+    keep_f, keep_g = config.keep_masks()
+    if config.num_features != len(keep_f) or config.num_global != len(keep_g):  # other features
+      keep_f, keep_g = [1.0] * config.num_features, [1.0] * config.num_global
+    extra = in_features - config.num_features  # QNetwork's action column, always read
+    self.keep_domain = tuple(keep_f + [1.0] * extra)  # static (graphdef), never trained
+    self.keep_global = tuple(keep_g)
     self.embed_domain = nnx.Linear(in_features, config.d_model, rngs=rngs)
     self.embed_global = nnx.Linear(config.num_global, config.d_model, rngs=rngs)
     self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
     self.norm = nnx.LayerNorm(config.d_model, rngs=rngs)
 
   def __call__(self, x_BxDxI, global_BxG, mask_BxD):
+    x_BxDxI = x_BxDxI * jnp.asarray(self.keep_domain, x_BxDxI.dtype)
+    global_BxG = global_BxG * jnp.asarray(self.keep_global, global_BxG.dtype)
     tokens_BxLxH = jnp.concatenate([self.embed_global(global_BxG)[:, None],
                                     self.embed_domain(x_BxDxI)], axis=1)
     valid_BxL = jnp.concatenate([jnp.ones_like(mask_BxD[:, :1]), mask_BxD], axis=1) > 0
