@@ -149,7 +149,9 @@ def test_mirror_descent_matches_slsqp(case):
   w, info = energy.mirror_descent(u, r, lam, tau)
   assert info['converged'] and info['residual'] <= 1e-8
   reference = _slsqp(u, r, lam, tau)
-  np.testing.assert_allclose(w, reference, atol=1e-4)
+  # SLSQP stops short of the minimizer by up to ~2e-4 in w on some instances (scipy 1.17's, case 2:
+  # its E is 2.3e-7 above mirror descent's), so the points agree to 1e-3 and the energy decides.
+  np.testing.assert_allclose(w, reference, atol=1e-3)
   # E(w) - min E <= the Frank-Wolfe gap on these convex instances.
   assert energy.energy(w, u, r, lam, tau) <= energy.energy(reference, u, r, lam, tau) + 1e-8
   if tau > 0:
