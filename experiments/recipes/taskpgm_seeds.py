@@ -43,24 +43,20 @@ REPORTED = ('base',) + HEURISTICS + ('taskpgm',) + ABLATIONS
 SELECT_VERSION = 1  # bumped when select.json / scores.json change meaning
 
 
-def _csv(text, cast=str) -> list:
-  return [cast(x.strip()) for x in str(text).split(',') if x.strip()]
-
-
 def seeds(t) -> list[int]:
-  return _csv(t.seeds, int)
+  return validate.csv(t.seeds, int)
 
 
 def families(t) -> list[str]:
-  return _csv(t.families)
+  return validate.csv(t.families)
 
 
 def candidates(t) -> list[dict]:
   """The selection grid, in a fixed order (ties go to the first)."""
-  s = t.select
+  s, csv = t.select, validate.csv
   return [{'unary': u, 'redundancy': r, 'lam': lam, 'tau': tau}
-          for u, r, lam, tau in itertools.product(_csv(s.unary), _csv(s.redundancy),
-                                                  _csv(s.lam, float), _csv(s.tau, float))]
+          for u, r, lam, tau in itertools.product(csv(s.unary), csv(s.redundancy),
+                                                  csv(s.lam, float), csv(s.tau, float))]
 
 
 def check(config) -> None:

@@ -243,8 +243,7 @@ def _merged_rounds(path: str) -> int | None:
 def policy_config(config, dataset: dataset_lib.Dataset | None = None) -> policy_lib.PolicyConfig:
   """The agent's architecture: PolicyConfig's defaults, sized to the dataset's features, with the
   features `agent.drop_features` names read as 0."""
-  drop = tuple(n.strip() for n in str(config.agent.get('drop_features', '')).split(',')
-               if n.strip())
+  drop = tuple(validate.csv(config.agent.get('drop_features', '')))
   sizes = {} if dataset is None else {'num_features': dataset.feats_NxDxF.shape[2],
                                       'num_global': dataset.global_NxG.shape[1]}
   try:

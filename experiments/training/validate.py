@@ -45,6 +45,11 @@ def data_draws(config) -> str:
   return config.data.get('draws', workdir_lib.ADDED['data.draws'])
 
 
+def csv(text, cast=str) -> list:
+  """A comma-separated config field as a list (blanks dropped, each item stripped and cast)."""
+  return [cast(x.strip()) for x in str(text).split(',') if x.strip()]
+
+
 def _get(config, dotted):
   value = config
   for part in dotted.split('.'):

@@ -66,8 +66,11 @@ class PolicyConfig:
     out['drop_features'] = list(self.drop_features)
     return out
 
-  def keep_masks(self):
-    """(domain features' mask F, global features' mask G): 0 for a dropped feature, else 1."""
+  def keep_masks(self) -> tuple[list[float], list[float]]:
+    """(domain features' mask F, global features' mask G): 0 for a dropped feature, else 1; all 1
+    when the sizes are not features.F and G (other features than the named ones)."""
+    if (self.num_features, self.num_global) != (features.F, features.G):
+      return [1.0] * self.num_features, [1.0] * self.num_global
     return ([0.0 if n in self.drop_features else 1.0 for n in features.DOMAIN_FEATURES],
             [0.0 if n in self.drop_features else 1.0 for n in features.GLOBAL_FEATURES])
 
@@ -94,8 +97,6 @@ class Encoder(nnx.Module):
 
   def __init__(self, in_features: int, config: PolicyConfig, *, rngs: nnx.Rngs):
     keep_f, keep_g = config.keep_masks()
-    if config.num_features != len(keep_f) or config.num_global != len(keep_g):  # other features
-      keep_f, keep_g = [1.0] * config.num_features, [1.0] * config.num_global
     extra = in_features - config.num_features  # QNetwork's action column, always read
     self.keep_domain = tuple(keep_f + [1.0] * extra)  # static (graphdef), never trained
     self.keep_global = tuple(keep_g)
