@@ -31,6 +31,10 @@ def get_config():
   config.trajectories.phase_share = 0.0  # share of schedules that switch the target share 1-2 times
   config.trajectories.anchor_share = 0.0  # share exploring around anchor schedules (mixbench: oracle's)
   config.trajectories.baseline_share = 0.0  # share of proxies mixed by ODM with log-normal noise
+  # Other settings whose trajectories join these in what the agent trains on: ';' between settings,
+  # '|' between one's overrides of this config (e.g. continual.sources=a,b|continual.targets=c).
+  config.trajectories.settings = ''
+  config.trajectories.settings_num = 128  # trajectories per other setting
 
   config.agent = ml_collections.ConfigDict()
   config.agent.bc_steps = 300  # behaviour-cloning warm start on the best trajectories

@@ -74,6 +74,7 @@ def get_config(variant: str = ''):
   config.mixbench.tune_seeds = '100,101,102'  # oracle search and agent choice; never reported
   config.mixbench.methods = ','.join(('uniform', 'best_static', 'best_dynamic', 'odm', 'doremi',
                                       'regmix', 'agent'))  # default --methods
+  # (agent_plain: the agent without trajectories.settings' trajectories, to compare when they are set)
   # Hyperparameters tried per method (';' between entries, '|' between fields), each entry run on
   # tune_seeds; the best mean balanced score there is what the reported seeds run.
   config.mixbench.tune = ml_collections.ConfigDict()
@@ -130,3 +131,6 @@ def _smoke(config):
   config.mixbench.rows = ml_collections.ConfigDict()
   config.mixbench.rows.unseen_space = ('continual.sources=code/python,prose/plays|'
                                        'continual.targets=math/easy')
+  config.trajectories.settings = 'continual.sources=math/easy|continual.targets=prose/plays'
+  config.trajectories.settings_num = 8
+  config.mixbench.methods += ',agent_plain'

@@ -265,6 +265,22 @@ def test_agent_errors(tmp_path):
     deploy.AgentMixer(policy, ROLES, {'eval/web/loss': 1.0}, 10).init(INFOS)
 
 
+def test_cloning_takes_the_best_of_each_setting():
+  """Returns of different settings are not on one scale: the best fraction is taken per setting."""
+  writer = dataset_lib.TrajectoryWriter()
+  returns = {('a', 2): [0.1, 0.4, 0.2, 0.3], ('b', 3): [10.0, 20.0]}
+  for (prefix, d), values in returns.items():
+    for r in values:
+      writer.add([f'{prefix}{j}' for j in range(d)], ['source'] * (d - 1) + ['target'],
+                 np.zeros((3, d, features.F)), np.zeros((3, features.G)), np.full((2, d), 1 / d),
+                 [r, 0.0])
+  data = writer.dataset()
+  best = cql.select_best(data, 0.5)
+  np.testing.assert_allclose(sorted(best.returns_T), [0.3, 0.4, 20.0])
+  alone = cql.select_best(data.subset(range(4)), 0.5)  # one setting: the top fraction, best first
+  np.testing.assert_allclose(alone.returns_T, [0.4, 0.3])
+
+
 def test_dataset_round_trip_and_domain_space_check(tmp_path):
   writer = dataset_lib.TrajectoryWriter()
   for t, d in enumerate((2, 4)):
@@ -285,7 +301,7 @@ def test_dataset_round_trip_and_domain_space_check(tmp_path):
   again.add_dataset(data)
   for key, value in again.dataset().arrays().items():
     np.testing.assert_array_equal(value, getattr(data, key), err_msg=key)
-  best = cql.select_best(data, 0.5)
+  best = data.subset([1])
   assert best.domain_names(0) == ['x0', 'x1', 'x2', 'x3'] and len(best) == 3
   batch = next(data.batches(5, 0))
   assert batch['feats_BxDxF'].shape == (5, 4, features.F) and batch['mask_BxD'].shape == (5, 4)

@@ -97,6 +97,42 @@ def test_agent_with_dropped_features_trains_and_deploys(pipeline, tmp_path):
   assert loaded.config.drop_features == ('log_size', 'log_size_rel')
 
 
+def test_other_settings_trajectories_join_the_main_ones(pipeline, tmp_path):
+  tmp, config, data = pipeline
+  shutil.copytree(tmp / 'T', tmp_path / 'T')
+  swapped = 'continual.sources=math/easy|continual.targets=synthetic/copy'
+  config = continual.with_overrides(config, {'trajectories.settings': swapped,
+                                             'trajectories.settings_num': 2})
+  with pytest.raises(ValueError, match=r"trajectories.settings\[0\]: no trajectories in '"):
+    agent_lib.training_data(config, str(tmp_path / 'T'))
+  lines = []
+  main = agent_lib.collect(config, str(tmp_path / 'T'), log=lines.append)
+  assert lines[:2] == ['round 1/2: done before, kept', 'round 2/2: done before, kept']
+  assert lines[-1].startswith('setting 1/1: round 1/1: 2 trajectories')
+  np.testing.assert_array_equal(main.action_NxD, data.action_NxD)  # the main setting's, unchanged
+  both = agent_lib.training_data(config, str(tmp_path / 'T'))
+  assert both.num_trajectories == 6
+  roles = [dict(zip(both.domain_names(t), map(str, both.roles_TxD[t]))) for t in (0, 5)]
+  assert roles == [{'synthetic/copy': 'source', 'math/easy': 'target'},
+                   {'math/easy': 'source', 'synthetic/copy': 'target'}]
+  agent_lib.train_agent(config, str(tmp_path / 'T'), str(tmp_path / 'A'), quiet=True)
+  with open(tmp_path / 'A' / 'config.json') as f:
+    assert json.load(f)['stage']['trajectories'] == both.fingerprint()
+
+
+@pytest.mark.parametrize('settings,message', [
+    ('continual.nope=1', r"trajectories.settings\[0\]: unknown config field 'continual.nope'"),
+    ('continual.targets=synthetic/copy', r"trajectories.settings\[0\]: domains: domain "
+     r"'synthetic/copy' is listed twice"),
+    ('continual.targets=math/hard;continual.targets=math/hard',
+     r"trajectories.settings\[1\]: repeats an earlier setting"),
+])
+def test_other_settings_errors_name_the_setting(tmp_path, settings, message):
+  config = continual.with_overrides(_tiny(tmp_path), {'trajectories.settings': settings})
+  with pytest.raises(ValueError, match=message):
+    agent_lib.check(config)
+
+
 def test_train_agent_refuses_another_domain_space(pipeline, tmp_path):
   tmp, config, _ = pipeline
   config = copy.deepcopy(config)  # the fixture's config is shared

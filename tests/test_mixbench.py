@@ -1,5 +1,6 @@
 """mixbench: its statistics, the oracle's candidates, its config checks, and the smoke run end to end."""
 
+import copy
 import json
 import math
 import os
@@ -10,9 +11,11 @@ import numpy as np
 import pytest
 
 from configs import mixbench as mixbench_config
+from experiments.recipes import continual
 from experiments.recipes import mixbench
 from experiments.recipes import oracle
 from experiments.reporting import bench_report
+from experiments.training import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,6 +60,14 @@ def test_markdown_reports_headroom_and_the_agent_against_each_method():
   share = (0.188 - 0.108) / (0.208 - 0.108)
   assert f'{share:.2f}' in text
   assert bench_report.best_baseline(results['methods']) == 'best_static'
+  assert '| unseen | +0.1000 ± 0.0000 | +0.1120 ± ' in text and 'agent_plain' not in text
+  # With the plain agent beside it: each agent against uniform, and the agent against the plain one.
+  results['rows']['unseen']['agent_plain'] = up([0.1, 0.11, 0.1, 0.1, 0.11])
+  rows = bench_report.markdown(results).split('## Generalization')[1].splitlines()
+  assert rows[2] == ('| setting | uniform | agent | agent_plain | agent − uniform | '
+                     'agent_plain − uniform | agent − agent_plain |')
+  diff = bench_report.paired([0.1, 0.12, 0.11, 0.1, 0.13], [0.1, 0.11, 0.1, 0.1, 0.11])
+  assert rows[4].endswith(f'| {diff["mean"]:+.4f} ± {diff["ci"]:.4f} |')
 
 
 def test_oracle_candidates_are_schedules_on_the_simplex():
@@ -90,13 +101,30 @@ def test_config_checks_name_the_field():
   with pytest.raises(ValueError, match='mixbench.tune_seeds: 0 is also a reported seed'):
     mixbench.check(bad, ['uniform'])
   with pytest.raises(ValueError, match="mixbench.rows.x: unknown config field 'continual.nope'"):
-    mixbench.overrides(config, 'continual.nope=1', 'mixbench.rows.x')
+    continual.overrides(config, 'continual.nope=1', 'mixbench.rows.x')
   bad = mixbench_config.get_config('smoke')
   bad.choices.metric = 'f1'
   with pytest.raises(ValueError, match="choices.metric: expected one of acc, acc_norm, prob, got 'f1'"):
     mixbench.check(bad, ['uniform'])
-  cfg = mixbench.overrides(config, 'continual.targets=math/hard|continual.reweights=7', 'f')
+  cfg = continual.overrides(config, 'continual.targets=math/hard|continual.reweights=7', 'f')
   assert cfg.domains.endswith(',math/hard') and cfg.steps == 7 * cfg.continual.steps_per_reweight
+
+
+def test_agents_are_keyed_by_the_other_settings_they_trained_on(tmp_path):
+  """A finished workdir may take other `trajectories.settings`: the agent trained with them, its
+  tuning and its runs are keyed by them, so nothing of another agent is reused."""
+  config = mixbench_config.get_config('smoke')
+  assert config.trajectories.settings
+  bench = mixbench.Bench(config, str(tmp_path))
+  key = bench._key('agent')
+  assert key.startswith('agent+') and bench._key('agent_plain') == 'agent'
+  assert bench.agent_base('agent_plain')[0].trajectories.settings == ''
+  other = copy.deepcopy(config)
+  other.trajectories.settings = 'continual.sources=math/easy|continual.targets=prose/poems'
+  assert mixbench.Bench(other, str(tmp_path))._key('agent') not in (key, 'agent')
+  assert workdir_lib.differences(config.to_dict(), other.to_dict()) == []
+  other.trajectories.settings = ''
+  assert mixbench.Bench(other, str(tmp_path))._key('agent') == 'agent'
 
 
 def _mixbench(workdir, *args):

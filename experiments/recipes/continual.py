@@ -125,6 +125,45 @@ def with_overrides(config, overrides: dict) -> ml_collections.ConfigDict:
   return cfg
 
 
+def entries(text: str) -> list[str]:
+  """A ';'-separated list of override sets ('' when empty gives one empty entry: the config itself)."""
+  return [t.strip() for t in str(text).split(';')] if str(text).strip() else ['']
+
+
+def overrides(config, text: str, field: str) -> ml_collections.ConfigDict:
+  """config with 'a.b=v,c=w'-style overrides ('|' separates them, since values hold commas), typed
+  as the fields they replace; ValueError naming `field` for an unknown field or a value of the
+  wrong type."""
+  out = {}
+  for part in filter(None, (p.strip() for p in str(text).split('|'))):
+    key, sep, value = part.partition('=')
+    if not sep:
+      raise ValueError(f'{field}: expected key=value, got {part!r}')
+    node = config
+    for piece in key.split('.')[:-1]:
+      node = node.get(piece) if isinstance(node, ml_collections.ConfigDict) else None
+    last = key.split('.')[-1]
+    if not isinstance(node, ml_collections.ConfigDict) or last not in node:
+      raise ValueError(f'{field}: unknown config field {key!r}')
+    old = node[last]
+    try:
+      out[key] = type(old)(value) if not isinstance(old, bool) else value in ('1', 'true', 'True')
+    except ValueError:
+      raise ValueError(f'{field}: {key} expects {type(old).__name__}, got {value!r}') from None
+  return derive(with_overrides(config, out))
+
+
+def derive(cfg):
+  """The fields configs/continual_math.py ties to the continual section (FieldReferences, which a
+  copied config no longer has): the domain list, the run length and the re-weighting cadence."""
+  c = cfg.continual
+  cfg.domains = f'{c.sources},{c.targets}'
+  cfg.steps = c.reweights * c.steps_per_reweight
+  cfg.eval_every = cfg.checkpoint_every = cfg.mixer.update_every = c.steps_per_reweight
+  cfg.optimizer.learning_rate = c.learning_rate
+  return cfg
+
+
 def continual_config(config, quiet: bool = False, train_base: bool = True,
                      **overrides) -> ml_collections.ConfigDict:
   """A continual run from the base model (trained first if needed), with overrides applied.

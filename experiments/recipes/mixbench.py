@@ -8,7 +8,8 @@ Stages, each kept in W and reused by a re-run of the same config (W/config.json;
                 the balanced score) and DoReMi's reference and proxy, for tuning entry i
   tuning/       a method with a `mixbench.tune.<method>` grid (ODM, DoReMi, the agent, ...) runs each
                 entry on the tuning seeds; the best entry (tuning/<method>.json) is what is reported
-  agents/<i>/   the agent of grid entry i (BC + CQL on the trajectories)
+  agents/<i>/   the agent of grid entry i (BC + CQL on the trajectories; <i>+<key> with the other
+                settings' trajectories, trajectories.settings; agent_plain never has them)
   methods/<m>/  method m on the reported seeds (seeds.json)
   rows/<r>/     generalization rows: another setting (its own base model), uniform and the agent
                 deployed without retraining, on the reported seeds
@@ -38,7 +39,11 @@ from mixing.agent import deploy
 from mixing.data import choices as choices_lib
 from mixing.mixers import regmix as regmix_lib
 
-METHODS = ('uniform', 'best_static', 'best_dynamic', 'odm', 'doremi', 'regmix', 'agent')
+METHODS = ('uniform', 'best_static', 'best_dynamic', 'odm', 'doremi', 'regmix', 'agent',
+           'agent_plain')
+# 'agent' trains on the main setting's trajectories and those of `trajectories.settings`;
+# 'agent_plain' on the main setting's only (the method as published), to compare the two.
+AGENTS = ('agent', 'agent_plain')
 VERSION = 1
 
 
@@ -87,50 +92,14 @@ def check(config, methods) -> None:
   for method, grid in b.tune.items():
     if method not in METHODS:
       raise ValueError(f'mixbench.tune: unknown method {method!r} (known: {", ".join(METHODS)})')
-    for i, text in enumerate(_grid(grid)):
-      overrides(config, text, f'mixbench.tune.{method}[{i}]')
+    for i, text in enumerate(continual.entries(grid)):
+      continual.overrides(config, text, f'mixbench.tune.{method}[{i}]')
   for name, text in b.rows.items():
-    row = overrides(config, text, f'mixbench.rows.{name}')
+    row = continual.overrides(config, text, f'mixbench.rows.{name}')
     try:
       trajectories_lib.check(row)
     except ValueError as e:
       raise ValueError(f'mixbench.rows.{name}: {e}') from None
-
-
-def _grid(text: str) -> list[str]:
-  return [t.strip() for t in str(text).split(';')] if str(text).strip() else ['']
-
-
-def overrides(config, text: str, field: str) -> ml_collections.ConfigDict:
-  """config with 'a.b=v,c=w'-style overrides ('|' separates them, since values hold commas)."""
-  out = {}
-  for part in filter(None, (p.strip() for p in str(text).split('|'))):
-    key, sep, value = part.partition('=')
-    if not sep:
-      raise ValueError(f'{field}: expected key=value, got {part!r}')
-    node = config
-    for piece in key.split('.')[:-1]:
-      node = node.get(piece) if isinstance(node, ml_collections.ConfigDict) else None
-    last = key.split('.')[-1]
-    if not isinstance(node, ml_collections.ConfigDict) or last not in node:
-      raise ValueError(f'{field}: unknown config field {key!r}')
-    old = node[last]
-    try:
-      out[key] = type(old)(value) if not isinstance(old, bool) else value in ('1', 'true', 'True')
-    except ValueError:
-      raise ValueError(f'{field}: {key} expects {type(old).__name__}, got {value!r}') from None
-  return derive(continual.with_overrides(config, out))
-
-
-def derive(cfg):
-  """The fields configs/continual_math.py ties to the continual section (FieldReferences, which a
-  copied config no longer has): the domain list, the run length and the re-weighting cadence."""
-  c = cfg.continual
-  cfg.domains = f'{c.sources},{c.targets}'
-  cfg.steps = c.reweights * c.steps_per_reweight
-  cfg.eval_every = cfg.checkpoint_every = cfg.mixer.update_every = c.steps_per_reweight
-  cfg.optimizer.learning_rate = c.learning_rate
-  return cfg
 
 
 def setting_config(config):
@@ -236,33 +205,45 @@ class Bench:
       scores[key.rsplit('@', 1)[0]].append(row['scores']['balanced'])
     return scores
 
+  def agent_base(self, method: str):
+    """(config, name) of an agent method: 'agent_plain' drops `trajectories.settings`; the name
+    ('agent', or 'agent+<key>' when other settings' trajectories join) names its folders and keys."""
+    cfg = self.config if method == 'agent' else continual.with_overrides(
+        self.config, {'trajectories.settings': ''})
+    text = str(cfg.trajectories.get('settings', '')).strip()
+    return cfg, 'agent' + (f'+{continual.fingerprint(text)[:8]}' if text else '')
+
   def tuned(self, method: str):
     """(config, tag) of `method`: its `mixbench.tune.<method>` grid entry (';' between entries, '|'
-    between fields) with the best mean balanced score on the tuning seeds, or the config itself."""
-    grid = _grid(self.config.mixbench.tune.get(method, ''))
+    between fields; both agents use `mixbench.tune.agent`'s) with the best mean balanced score on
+    the tuning seeds, or the config itself."""
+    base, name = self.agent_base(method) if method in AGENTS else (self.config, method)
+    grid = continual.entries(self.config.mixbench.tune.get('agent' if method in AGENTS else method,
+                                                           ''))
     if method == 'agent' and self.agent_dir:
       return self.config, 'given'
     if len(grid) == 1:
-      return overrides(self.config, grid[0], f'mixbench.tune.{method}'), '00'
-    path = os.path.join(self.workdir, 'tuning', f'{method}.json')
+      return continual.overrides(base, grid[0], f'mixbench.tune.{method}'), '00'
+    path = os.path.join(self.workdir, 'tuning', f'{name}.json')
     if (saved := atomic.read_json(path)) is None:
       scores = {}
       for i, text in enumerate(grid):
-        cfg = overrides(self.config, text, f'mixbench.tune.{method}[{i}]')
-        specs = [(f'{method}@{s}', self.factory(method, cfg, f'{i:02d}'), s)
+        cfg = continual.overrides(base, text, f'mixbench.tune.{method}[{i}]')
+        specs = [(f'{name}@{s}', self.factory(method, cfg, f'{i:02d}'), s)
                  for s in self.tune_seeds]
-        rows = self.members(os.path.join(self.workdir, 'tuning', method, f'{i:02d}'), specs,
+        rows = self.members(os.path.join(self.workdir, 'tuning', name, f'{i:02d}'), specs,
                             f'tuning {method} [{text}]')
         scores[text] = float(np.mean([r['scores']['balanced'] for r in rows]))
         self.log(f'tuning {method} [{text}]: mean balanced score {scores[text]:+.4f}')
       chosen = max(scores, key=scores.get)
       saved = {'scores': scores, 'chosen': chosen, 'tag': f'{list(scores).index(chosen):02d}'}
       atomic.write_json(path, saved)
-    return overrides(self.config, saved['chosen'], f'mixbench.tune.{method}'), saved['tag']
+    return continual.overrides(base, saved['chosen'], f'mixbench.tune.{method}'), saved['tag']
 
   def agent_dir_for(self, cfg, tag: str) -> str:
-    """The agent trained with cfg's `agent` section (collecting the trajectories first)."""
-    if self.agent_dir:
+    """The agent trained with cfg's `agent` section on the trajectories cfg names (collecting them
+    first), in agents/<tag> (agents/<tag>+<key> with other settings' trajectories)."""
+    if tag == 'given':
       return self.agent_dir
     tdir = os.path.join(self.workdir, 'trajectories')
     if not os.path.exists(os.path.join(tdir, 'dataset')) or not hasattr(self, '_collected'):
@@ -272,6 +253,8 @@ class Bench:
                                anchors=self.oracle()['anchors'])
       self.record('trajectories', time.time() - start, min_seconds=5)
       self._collected = True
+    text = str(cfg.trajectories.get('settings', '')).strip()
+    tag += f'+{continual.fingerprint(text)[:8]}' if text else ''
     adir = os.path.join(self.workdir, 'agents', tag)
     self.log(f'stage agent {tag}: BC + CQL (a trained one is reused)')
     start = time.time()
@@ -303,7 +286,9 @@ class Bench:
       names, packed = self.env.names, self.env.domains
       mixer = runs.build_mixer(c, folder, (names, np.ones(len(names)), packed))
       return lambda: mixer
-    return self._agent_factory(self.agent_dir_for(cfg, tag))
+    if method in AGENTS:
+      return self._agent_factory(self.agent_dir_for(cfg, tag))
+    raise ValueError(f'methods: unknown {method!r} (known: {", ".join(METHODS)})')
 
   def regmix(self, cfg, tag: str) -> np.ndarray:
     """RegMix on this setting's objective: its proxies are continual runs of static Dirichlet
@@ -326,8 +311,11 @@ class Bench:
     return weights
 
   def _key(self, method: str) -> str:
-    """A method's name in chunk keys; a given --agent_dir is part of it (another reruns)."""
-    return f'agent[{os.path.abspath(self.agent_dir)}]' if method == 'agent' and self.agent_dir else method
+    """A method's name in chunk keys: a given --agent_dir, or the other settings an agent trained
+    on, are part of it (another reruns)."""
+    if method == 'agent' and self.agent_dir:
+      return f'agent[{os.path.abspath(self.agent_dir)}]'
+    return self.agent_base(method)[1] if method in AGENTS else method
 
   def method(self, method: str) -> list[dict]:
     self.log(f'stage {method}: {len(self.seeds)} seeds')
@@ -335,14 +323,14 @@ class Bench:
     return self.members(os.path.join(self.workdir, 'methods', method), specs, method,
                         split='test')
 
-  def row(self, name: str) -> dict:
-    """A generalization row: uniform and the agent (no retraining) in another setting."""
-    cfg = overrides(self.config, self.config.mixbench.rows[name], f'mixbench.rows.{name}')
+  def row(self, name: str, agents=('agent',)) -> dict:
+    """A generalization row: uniform and the agents (no retraining) in another setting."""
+    cfg = continual.overrides(self.config, self.config.mixbench.rows[name], f'mixbench.rows.{name}')
     self.log(f'stage row {name}')
     env = closed_loop.environment(cfg, self.log)
-    agent = self._agent_factory(self.agent_dir_for(*self.tuned('agent')), env)
     out = {}
-    for method, make in (('uniform', lambda: mixer_lib.Static(None)), ('agent', agent)):
+    makers = [(a, self._agent_factory(self.agent_dir_for(*self.tuned(a)), env)) for a in agents]
+    for method, make in [('uniform', lambda: mixer_lib.Static(None))] + makers:
       specs = [(f'{self._key(method)}@{s}', make, s) for s in self.seeds]
       out[method] = self.members(os.path.join(self.workdir, 'rows', name, method), specs,
                                  f'{name}: {method}', env, split='test')
@@ -375,7 +363,8 @@ def run(config, workdir: str, methods, rows: bool = True, log=print, agent_dir: 
     results['weights'][method] = [r['weights'] for r in member_rows]
   if rows:
     for name in config.mixbench.rows:
-      results['rows'][name] = {m: _by_seed(r) for m, r in bench.row(name).items()}
+      agents = [m for m in AGENTS if m in methods] or ['agent']
+      results['rows'][name] = {m: _by_seed(r) for m, r in bench.row(name, agents).items()}
   best = bench.oracle()
   results['oracle'] = {k: best[k] for k in ('best_static', 'best_dynamic', 'schedules', 'scores',
                                             'tune_seeds')}

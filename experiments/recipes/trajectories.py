@@ -25,6 +25,7 @@ import os
 import shutil
 
 import jax
+import ml_collections
 import numpy as np
 
 from experiments.recipes import closed_loop
@@ -70,9 +71,35 @@ def check(config):
     raise ValueError(f'trajectories.phase_share: phase_share + ramp_share must be <= 1, got '
                      f'{t.phase_share} + {t.ramp_share}')
   validate.check_number('continual.balance', c.balance, float, 0, 1)
+  validate.check_number('trajectories.settings_num', t.get('settings_num', 128), int, 0,
+                        open_low=True)
+  other_settings(config)  # each parses, and its own fields pass these checks
   policy_config(config)  # agent.drop_features names known features
   closed_loop.choice_metric(config)
   validate.check_number('agent.best_fraction', a.best_fraction, float, 0, 1, open_low=True)
+
+
+def other_settings(config) -> list[tuple[str, ml_collections.ConfigDict]]:
+  """(key, config) of each setting `trajectories.settings` names (';' between settings, '|' between a
+  setting's overrides of this config, e.g. other sources and targets): its trajectories
+  (`trajectories.settings_num`, from its own base model, without anchors) join this setting's in
+  what the agent trains on. The key (its folder under T/settings) fingerprints the overrides."""
+  text = str(config.trajectories.get('settings', ''))
+  out = []
+  for i, entry in enumerate(continual.entries(text) if text.strip() else []):
+    field = f'trajectories.settings[{i}]'
+    cfg = continual.overrides(config, entry, field)
+    cfg.trajectories.settings = ''
+    cfg.trajectories.num = config.trajectories.get('settings_num', 128)
+    try:
+      check(cfg)
+    except ValueError as e:
+      raise ValueError(f'{field}: {e}') from None
+    key = continual.fingerprint(entry)
+    if key in dict(out):
+      raise ValueError(f'{field}: repeats an earlier setting ({entry!r})')
+    out.append((key, cfg))
+  return out
 
 
 def random_schedules(config, names, roles, rng) -> np.ndarray:
@@ -163,12 +190,13 @@ def collect_round(config, workdir, round_index, env, log=print, anchors=None):
 
 def collection_config(config, anchors=None):
   """What shapes the rounds (workdir.claim's record in T): not `trajectories.num`, which only says
-  how many rounds to run, nor the sections of later stages; the anchors' contents if any."""
+  how many rounds to run, nor the other settings (each claims its own folder, T/settings/<key>), nor
+  the sections of later stages; the anchors' contents if any."""
   extra = {} if anchors is None else {'anchors': continual.fingerprint(np.asarray(anchors).tolist())}
   return continual.stage_config(
       'trajectories', COLLECT_VERSION,
       continual.without(config, 'agent', 'mixer', 'taskpgm', 'init_from', 'trajectories.num',
-                        'mixbench'),
+                        'trajectories.settings', 'trajectories.settings_num', 'mixbench'),
       steps=config.steps, feature_version=features.FEATURE_VERSION, **extra)
 
 
@@ -211,6 +239,10 @@ def collect(config, workdir: str, log=print, overwrite: bool = False, env=None,
     if jax.process_index() == 0:
       merged.save(merged_path, {**meta, 'rounds': rounds})
     runtime.barrier('collect.dataset.saved')
+  others = other_settings(config)
+  for i, (key, cfg) in enumerate(others):
+    collect(cfg, os.path.join(workdir, 'settings', key), overwrite=overwrite,
+            log=lambda line, i=i: log(f'setting {i + 1}/{len(others)}: {line}'))
   workdir_lib.release_replaced(workdir)
   return dataset_lib.load(merged_path)
 
@@ -252,6 +284,26 @@ def policy_config(config, dataset: dataset_lib.Dataset | None = None) -> policy_
     raise ValueError(str(e).replace('policy.drop_features', 'agent.drop_features')) from None
 
 
+def training_data(config, trajectories: str) -> dataset_lib.Dataset:
+  """What the agent trains on: T/dataset (ValueError unless it ran on the config's domain space,
+  e.g. to resume) and the trajectories of each of `trajectories.settings` (T/settings/<key>)."""
+  dataset = dataset_lib.load(os.path.join(trajectories, 'dataset'))
+  names, _ = load_lib.parse_mixture(config.domains)
+  dataset_lib.check_domain_space(dataset, names)
+  others = other_settings(config)
+  if not others:
+    return dataset
+  merged = dataset_lib.TrajectoryWriter()
+  merged.add_dataset(dataset)
+  for i, (key, _) in enumerate(others):
+    path = os.path.join(trajectories, 'settings', key, 'dataset')
+    if not os.path.isdir(path):
+      raise ValueError(f"trajectories.settings[{i}]: no trajectories in '{path}' (collect them "
+                       'with the same config first)')
+    merged.add_dataset(dataset_lib.load(path))
+  return merged.dataset(dataset.meta)
+
+
 def agent_config(config, dataset: dataset_lib.Dataset):
   """What shapes the agent (workdir.claim's record in A): the `agent` section, the balance, and the
   trajectories' contents (not their folder)."""
@@ -269,9 +321,7 @@ def train_agent(config, trajectories: str, workdir: str, quiet: bool = False,
   returned as it is; one of another config is refused (ValueError) unless `overwrite`.
   """
   check(config)
-  dataset = dataset_lib.load(os.path.join(trajectories, 'dataset'))
-  names, _ = load_lib.parse_mixture(config.domains)
-  dataset_lib.check_domain_space(dataset, names)  # the config must be the one that collected them
+  dataset = training_data(config, trajectories)
   workdir_lib.claim(workdir, agent_config(config, dataset), overwrite)
   try:
     return deploy.load_agent(workdir)[0]

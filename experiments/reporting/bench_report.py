@@ -62,6 +62,21 @@ def best_baseline(methods: dict) -> str | None:
   return max(present, key=lambda m: np.mean(methods[m]['balanced'])) if present else None
 
 
+def _rows_table(rows: dict) -> list[str]:
+  """uniform and each agent per row, each agent − uniform, and agent − agent_plain when both ran."""
+  agents = [m for m in next(iter(rows.values())) if m != 'uniform']
+  both = {'agent', 'agent_plain'} <= set(agents)
+  head = ['setting', 'uniform'] + agents + [f'{a} − uniform' for a in agents]
+  head += ['agent − agent_plain'] if both else []
+  out = ['| ' + ' | '.join(head) + ' |', '|---|' + '---:|' * (len(head) - 1)]
+  for row, r in rows.items():
+    cells = [_fmt(*mean_ci(r[m]['balanced'])) for m in ['uniform'] + agents]
+    cells += [_diff(paired(r[a]['balanced'], r['uniform']['balanced'])) for a in agents]
+    cells += [_diff(paired(r['agent']['balanced'], r['agent_plain']['balanced']))] if both else []
+    out.append(f'| {row} | ' + ' | '.join(cells) + ' |')
+  return out
+
+
 def markdown(results: dict, timings: dict | None = None) -> str:
   methods, seeds = results['methods'], results['seeds']
   out = ['# mixbench results', '',
@@ -105,12 +120,7 @@ def markdown(results: dict, timings: dict | None = None) -> str:
       out.append(f'\nShare of the oracle\'s dynamic headroom the agent captures: {share:.2f} '
                  '(agent − uniform over best dynamic − uniform, means).')
   if results.get('rows'):
-    out += ['', '## Generalization without retraining (balanced)', '',
-            '| setting | uniform | agent | agent − uniform |', '|---|---:|---:|---:|']
-    for row, r in results['rows'].items():
-      out.append(f'| {row} | {_fmt(*mean_ci(r["uniform"]["balanced"]))} | '
-                 f'{_fmt(*mean_ci(r["agent"]["balanced"]))} | '
-                 f'{_diff(paired(r["agent"]["balanced"], r["uniform"]["balanced"]))} |')
+    out += ['', '## Generalization without retraining (balanced)', ''] + _rows_table(results['rows'])
   oracle = results.get('oracle')
   if oracle:
     ranked = sorted(oracle['scores'], key=lambda n: -np.mean(oracle['scores'][n]))

@@ -43,9 +43,12 @@ LOCK_FILE = '.lock'
 # data.build_workers: builds are byte-identical whatever the worker count (absent in older records).
 # mixbench.seeds: the reported seeds; nothing chosen depends on them (tuning seeds choose), and their
 # runs are cached under keys naming each seed, so other seeds re-run only the methods and rows.
+# trajectories.settings(_num): other settings' trajectories each have a folder named by its
+# overrides, and the agents trained with them, their tuning and their runs are keyed by them too.
 RESUMABLE = frozenset({'steps', 'log_every', 'progress_seconds', 'checkpoint_every',
                        'keep_checkpoints', 'eval_every', 'taskpgm.seeds', 'taskpgm.families',
-                       'data.build_workers', 'mixbench.seeds'})
+                       'data.build_workers', 'mixbench.seeds', 'trajectories.settings',
+                       'trajectories.settings_num'})
 _MESSAGE_BYTES = 1024  # process 0's error, as sent to the other processes
 _held: dict[str, 'Lock'] = {}  # os.path.realpath(workdir) -> this process's lock on it
 _guard = threading.RLock()
@@ -64,7 +67,8 @@ def flatten(tree, prefix: str = '') -> dict[str, Any]:
 
 # Fields added after older records were written, with the value every run before them used: a record
 # without one ran with that value (so upgrading mixlab does not orphan a workdir).
-ADDED = {'data.draws': 'iid', 'choices.metric': 'acc_norm', 'agent.drop_features': ''}
+ADDED = {'data.draws': 'iid', 'choices.metric': 'acc_norm', 'agent.drop_features': '',
+         'trajectories.settings': '', 'trajectories.settings_num': 128}
 
 
 def differences(old: dict, new: dict) -> list[str]:

@@ -129,12 +129,20 @@ def init_state(policy: policy_lib.Policy, q: policy_lib.QNetwork, config: CQLCon
 
 
 def select_best(dataset: dataset_lib.Dataset, fraction: float) -> dataset_lib.Dataset:
-  """The top `fraction` of trajectories by return (at least one)."""
+  """The top `fraction` of trajectories by return (at least one) within each setting: trajectories
+  with the same domains and roles (returns of different settings are not on one scale)."""
   if not 0 < fraction <= 1:
     raise ValueError(f'bc_fraction: must be in (0, 1], got {fraction}')
-  count = max(1, math.ceil(fraction * dataset.num_trajectories))
-  order = np.argsort(-dataset.returns_T, kind='stable')
-  return dataset.subset(order[:count])
+  settings = {}
+  for t in range(dataset.num_trajectories):
+    key = (tuple(dataset.names_TxD[t]), tuple(dataset.roles_TxD[t]))
+    settings.setdefault(key, []).append(t)
+  keep = []
+  for members in settings.values():
+    t_M = np.array(members)
+    count = max(1, math.ceil(fraction * len(t_M)))
+    keep.extend(t_M[np.argsort(-dataset.returns_T[t_M], kind='stable')][:count])
+  return dataset.subset(np.array(keep))
 
 
 def kl_B(action_BxD, weights_BxD, mask_BxD):
