@@ -40,6 +40,9 @@ def get_config():
   config.agent.bc_steps = 300  # behaviour-cloning warm start on the best trajectories
   config.agent.cql_steps = 1500  # conservative Q-learning steps
   config.agent.best_fraction = 0.25  # share of trajectories (by return) used for cloning
+  # CQL's discount. A run's rewards add up to its final balanced score, so values near 1 aim at the
+  # score at the end of the run; smaller ones at the next few re-weighting steps.
+  config.agent.gamma = 0.9
   config.agent.seed = 0  # seeds the agent's init and minibatches
   # Features both networks read as 0, comma-separated (mixing/agent/features.py names them): e.g.
   # 'log_size,log_size_rel', the domain sizes, which identify a domain within one domain space.

@@ -1,6 +1,5 @@
 """mixbench: its statistics, the oracle's candidates, its config checks, and the smoke run end to end."""
 
-import copy
 import json
 import math
 import os
@@ -110,21 +109,29 @@ def test_config_checks_name_the_field():
   assert cfg.domains.endswith(',math/hard') and cfg.steps == 7 * cfg.continual.steps_per_reweight
 
 
-def test_agents_are_keyed_by_the_other_settings_they_trained_on(tmp_path):
-  """A finished workdir may take other `trajectories.settings`: the agent trained with them, its
-  tuning and its runs are keyed by them, so nothing of another agent is reused."""
+def test_agents_are_keyed_by_their_section_and_other_settings(tmp_path):
+  """A finished workdir may take another agent section or other `trajectories.settings`: each
+  agent's folder, tuning and runs are keyed by them, so nothing of another agent is reused."""
   config = mixbench_config.get_config('smoke')
   assert config.trajectories.settings
-  bench = mixbench.Bench(config, str(tmp_path))
-  key = bench._key('agent')
-  assert key.startswith('agent+') and bench._key('agent_plain') == 'agent'
-  assert bench.agent_base('agent_plain')[0].trajectories.settings == ''
-  other = copy.deepcopy(config)
-  other.trajectories.settings = 'continual.sources=math/easy|continual.targets=prose/poems'
-  assert mixbench.Bench(other, str(tmp_path))._key('agent') not in (key, 'agent')
-  assert workdir_lib.differences(config.to_dict(), other.to_dict()) == []
-  other.trajectories.settings = ''
-  assert mixbench.Bench(other, str(tmp_path))._key('agent') == 'agent'
+  key = lambda cfg, method='agent': mixbench.Bench(cfg, str(tmp_path))._key(method)
+  plain = key(config, 'agent_plain')
+  assert key(config).startswith('agent+') and plain.startswith('agent+') and key(config) != plain
+  assert mixbench.Bench(config, str(tmp_path)).agent_base('agent_plain')[0].trajectories.settings == ''
+  others = {'trajectories.settings': 'continual.sources=math/easy|continual.targets=prose/poems',
+            'trajectories.settings_num': 16, 'agent.gamma': 0.5, 'agent.drop_features': 'weight'}
+  for field, value in others.items():
+    other = continual.with_overrides(config, {field: value})
+    assert key(other) not in (key(config), plain), field
+    assert workdir_lib.differences(mixbench.setting_config(config).to_dict(),
+                                   mixbench.setting_config(other).to_dict(),
+                                   mixbench.AGENT_FIELDS) == []
+  other = continual.with_overrides(config, {'trajectories.settings': ''})
+  assert key(other) == key(other, 'agent_plain') == plain
+  other = continual.with_overrides(config, {'mixbench.oracle.grid': 3})  # anything else is refused
+  assert workdir_lib.differences(mixbench.setting_config(config).to_dict(),
+                                 mixbench.setting_config(other).to_dict(),
+                                 mixbench.AGENT_FIELDS) == ['mixbench.oracle.grid']
 
 
 def _mixbench(workdir, *args):
@@ -157,7 +164,8 @@ def test_smoke_run_writes_results_with_every_seed_and_resumes(tmp_path):
   assert {len(t) for t in snr['tables'].values()} == {len(results['oracle']['scores'])}
   assert 'signal / noise' in open(os.path.join(w, 'results.md')).read()
   from mixing.agent import deploy  # pylint: disable=g-import-not-at-top
-  agent_dir = os.path.join(w, 'agents', '00')
+  agent_dir = os.path.join(w, 'agents', '00' + mixbench.Bench(
+      mixbench_config.get_config('smoke'), w)._key('agent_plain')[len('agent'):])
   assert deploy.load_agent(agent_dir)[1]['choice_metric'] == 'prob'
   # Deployed where the feedback is another metric: one line, exit 2, before anything trains.
   other = _mixbench(str(tmp_path / 'other'), f'--agent_dir={agent_dir}',

@@ -8,8 +8,10 @@ Stages, each kept in W and reused by a re-run of the same config (W/config.json;
                 the balanced score) and DoReMi's reference and proxy, for tuning entry i
   tuning/       a method with a `mixbench.tune.<method>` grid (ODM, DoReMi, the agent, ...) runs each
                 entry on the tuning seeds; the best entry (tuning/<method>.json) is what is reported
-  agents/<i>/   the agent of grid entry i (BC + CQL on the trajectories; <i>+<key> with the other
-                settings' trajectories, trajectories.settings; agent_plain never has them)
+  agents/<i>+<key>/  the agent of grid entry i (BC + CQL on the trajectories, and on the other
+                settings' with trajectories.settings; agent_plain never has them); the key
+                fingerprints the agent section and those settings, so W may take other values of
+                them (AGENT_FIELDS) and only the agents' stages run again
   methods/<m>/  method m on the reported seeds (seeds.json)
   rows/<r>/     generalization rows: another setting (its own base model), uniform and the agent
                 deployed without retraining, on the reported seeds
@@ -22,7 +24,6 @@ import glob
 import os
 import time
 
-import ml_collections
 import numpy as np
 
 from experiments.recipes import closed_loop
@@ -45,6 +46,9 @@ METHODS = ('uniform', 'best_static', 'best_dynamic', 'odm', 'doremi', 'regmix', 
 # 'agent_plain' on the main setting's only (the method as published), to compare the two.
 AGENTS = ('agent', 'agent_plain')
 VERSION = 1
+# What only the agents depend on: W may take other values of these, since each agent's folder, tuning
+# and runs are keyed by them (`_agent_key`); every other stage is reused.
+AGENT_FIELDS = ('agent', 'trajectories.settings', 'trajectories.settings_num')
 
 
 PYDOC = 'docs/pydoc'
@@ -207,11 +211,10 @@ class Bench:
 
   def agent_base(self, method: str):
     """(config, name) of an agent method: 'agent_plain' drops `trajectories.settings`; the name
-    ('agent', or 'agent+<key>' when other settings' trajectories join) names its folders and keys."""
+    ('agent+<key>', `_agent_key`) names its tuning and runs."""
     cfg = self.config if method == 'agent' else continual.with_overrides(
         self.config, {'trajectories.settings': ''})
-    text = str(cfg.trajectories.get('settings', '')).strip()
-    return cfg, 'agent' + (f'+{continual.fingerprint(text)[:8]}' if text else '')
+    return cfg, 'agent' + _agent_key(cfg)
 
   def tuned(self, method: str):
     """(config, tag) of `method`: its `mixbench.tune.<method>` grid entry (';' between entries, '|'
@@ -242,7 +245,7 @@ class Bench:
 
   def agent_dir_for(self, cfg, tag: str) -> str:
     """The agent trained with cfg's `agent` section on the trajectories cfg names (collecting them
-    first), in agents/<tag> (agents/<tag>+<key> with other settings' trajectories)."""
+    first), in agents/<tag>+<key> (`_agent_key`)."""
     if tag == 'given':
       return self.agent_dir
     tdir = os.path.join(self.workdir, 'trajectories')
@@ -253,8 +256,7 @@ class Bench:
                                anchors=self.oracle()['anchors'])
       self.record('trajectories', time.time() - start, min_seconds=5)
       self._collected = True
-    text = str(cfg.trajectories.get('settings', '')).strip()
-    tag += f'+{continual.fingerprint(text)[:8]}' if text else ''
+    tag += _agent_key(cfg)
     adir = os.path.join(self.workdir, 'agents', tag)
     self.log(f'stage agent {tag}: BC + CQL (a trained one is reused)')
     start = time.time()
@@ -337,6 +339,15 @@ class Bench:
     return out
 
 
+def _agent_key(cfg) -> str:
+  """'+<fingerprint>' of what shapes an agent beyond W's other stages (AGENT_FIELDS): its section
+  and the other settings it trains on. Part of its folder's and its runs' names."""
+  t = cfg.trajectories
+  text = str(t.get('settings', '')).strip()
+  other = {'settings': text, 'num': t.get('settings_num', 128)} if text else {}
+  return '+' + continual.fingerprint({'agent': cfg.agent.to_dict(), **other})[:8]
+
+
 def _static_factory(weights_D):
   w = np.asarray(weights_D, np.float64)
   return lambda: mixer_lib.Static(w)
@@ -352,7 +363,7 @@ def run(config, workdir: str, methods, rows: bool = True, log=print, agent_dir: 
         overwrite: bool = False) -> dict:
   """Every stage (reusing finished ones); returns results.json's content (see experiments/mixbench)."""
   check(config, methods)
-  workdir_lib.claim(workdir, setting_config(config), overwrite)
+  workdir_lib.claim(workdir, setting_config(config), overwrite, resumable=AGENT_FIELDS)
   bench = Bench(config, workdir, log, agent_dir)
   bench.oracle()
   results = {'seeds': bench.seeds, 'methods': {}, 'rows': {}, 'weights': {}, 'domains':

@@ -77,6 +77,7 @@ def check(config):
   policy_config(config)  # agent.drop_features names known features
   closed_loop.choice_metric(config)
   validate.check_number('agent.best_fraction', a.best_fraction, float, 0, 1, open_low=True)
+  validate.check_number('agent.gamma', a.get('gamma', 0.9), float, 0, 1, open_high=True)
 
 
 def other_settings(config) -> list[tuple[str, ml_collections.ConfigDict]]:
@@ -347,6 +348,7 @@ def train_agent(config, trajectories: str, workdir: str, quiet: bool = False,
     policy, _, _ = cql.train(dataset, a.cql_steps, a.bc_steps, a.seed, log_fn=log, start_fn=start,
                              checkpoint_dir=os.path.join(workdir, 'checkpoints'),
                              config=cql.CQLConfig(bc_fraction=a.best_fraction,
+                                                  gamma=float(a.get('gamma', 0.9)),
                                                   checkpoint_every=checkpoint_every),
                              policy_config=policy_config(config, dataset))
   finally:

@@ -43,12 +43,9 @@ LOCK_FILE = '.lock'
 # data.build_workers: builds are byte-identical whatever the worker count (absent in older records).
 # mixbench.seeds: the reported seeds; nothing chosen depends on them (tuning seeds choose), and their
 # runs are cached under keys naming each seed, so other seeds re-run only the methods and rows.
-# trajectories.settings(_num): other settings' trajectories each have a folder named by its
-# overrides, and the agents trained with them, their tuning and their runs are keyed by them too.
 RESUMABLE = frozenset({'steps', 'log_every', 'progress_seconds', 'checkpoint_every',
                        'keep_checkpoints', 'eval_every', 'taskpgm.seeds', 'taskpgm.families',
-                       'data.build_workers', 'mixbench.seeds', 'trajectories.settings',
-                       'trajectories.settings_num'})
+                       'data.build_workers', 'mixbench.seeds'})
 _MESSAGE_BYTES = 1024  # process 0's error, as sent to the other processes
 _held: dict[str, 'Lock'] = {}  # os.path.realpath(workdir) -> this process's lock on it
 _guard = threading.RLock()
@@ -68,16 +65,18 @@ def flatten(tree, prefix: str = '') -> dict[str, Any]:
 # Fields added after older records were written, with the value every run before them used: a record
 # without one ran with that value (so upgrading mixlab does not orphan a workdir).
 ADDED = {'data.draws': 'iid', 'choices.metric': 'acc_norm', 'agent.drop_features': '',
-         'trajectories.settings': '', 'trajectories.settings_num': 128}
+         'trajectories.settings': '', 'trajectories.settings_num': 128, 'agent.gamma': 0.9}
 
 
-def differences(old: dict, new: dict) -> list[str]:
-  """Dotted fields whose values differ, ignoring RESUMABLE ones (and an ADDED field missing from
-  `old` at the value older runs used)."""
+def differences(old: dict, new: dict, resumable=()) -> list[str]:
+  """Dotted fields whose values differ, ignoring RESUMABLE ones and `resumable` (fields or sections
+  that one kind of workdir keys its outputs by), and an ADDED field missing from `old` at the value
+  older runs used."""
   a, b = flatten(old), flatten(new)
   a.update({k: v for k, v in ADDED.items() if k not in a and k in b})
+  skip = RESUMABLE | set(resumable)
   return sorted(k for k in a.keys() | b.keys()
-                if k.split('.')[0] not in RESUMABLE and k not in RESUMABLE and a.get(k) != b.get(k))
+                if not any(k == s or k.startswith(s + '.') for s in skip) and a.get(k) != b.get(k))
 
 
 # --- ownership ------------------------------------------------------------------------------------
@@ -219,7 +218,8 @@ def _broadcast(error: str) -> str:
 
 
 # --- one config per workdir -----------------------------------------------------------------------
-def claim(workdir: str, config, overwrite: bool = False, remote: bool = False) -> None:
+def claim(workdir: str, config, overwrite: bool = False, remote: bool = False,
+          resumable=()) -> None:
   """Locks workdir (see `lock`) and records `config` in it.
 
   ValueError (one line, every process): a workdir in use, a file, one that cannot be written, or one
@@ -228,15 +228,18 @@ def claim(workdir: str, config, overwrite: bool = False, remote: bool = False) -
   remote: the caller writes through etils.epath, so `workdir` may be a URL (`gs://...`). A remote
   workdir is not locked (an object store has no flock): one command at a time is the user's to
   keep; --overwrite is refused there (moving a run aside would copy every object of it).
+  resumable: fields (or sections) that may differ from the record, besides RESUMABLE, because this
+  workdir keys what depends on them (e.g. mixbench's agents).
   """
   new = json.loads(config.to_json_best_effort())
   _check_path(workdir, remote)
-  process_0_first(f'workdir: {workdir}', lambda: _claim_here(workdir, new, overwrite))
+  process_0_first(f'workdir: {workdir}',
+                  lambda: _claim_here(workdir, new, overwrite, tuple(resumable)))
   if _multi():
     _check_shared(workdir, atomic.join(workdir, CONFIG_FILE))
 
 
-def _claim_here(workdir: str, new: dict, overwrite: bool) -> None:
+def _claim_here(workdir: str, new: dict, overwrite: bool, resumable=()) -> None:
   path = atomic.join(workdir, CONFIG_FILE)
   if atomic.is_remote(workdir):
     held = None
@@ -250,7 +253,7 @@ def _claim_here(workdir: str, new: dict, overwrite: bool) -> None:
       _move_aside(workdir, held)
   elif epath.Path(path).exists():
     old = atomic.read_json(path)
-    diff = ['<unreadable config.json>'] if old is None else differences(old, new)
+    diff = ['<unreadable config.json>'] if old is None else differences(old, new, resumable)
     if diff:
       shown = ', '.join(diff[:4]) + (f' and {len(diff) - 4} more' if len(diff) > 4 else '')
       fix = 'delete it or give another' if held is None else 'pass --overwrite to replace it'
