@@ -133,6 +133,22 @@ def test_other_settings_errors_name_the_setting(tmp_path, settings, message):
     agent_lib.check(config)
 
 
+def test_agent_gamma_is_the_discount_cql_trains_with(pipeline, tmp_path):
+  tmp, config, _ = pipeline
+  td = {}
+  for gamma in (0.9, 0.0):
+    cfg = continual.with_overrides(config, {'agent.gamma': gamma})
+    agent_lib.train_agent(cfg, str(tmp / 'T'), str(tmp_path / f'A{gamma}'), quiet=True)
+    rows = trainer_lib.metrics_lib.read_jsonl(str(tmp_path / f'A{gamma}' / 'metrics.jsonl'))
+    td[gamma] = [r['agent/td_loss'] for r in rows if 'agent/td_loss' in r]
+  assert td[0.9] and td[0.0] and td[0.9] != td[0.0]
+  with open(tmp / 'A' / 'metrics.jsonl') as f:  # the fixture's agent: the default, 0.9
+    assert [json.loads(l).get('agent/td_loss') for l in f if 'td_loss' in l] == td[0.9]
+  for bad in (1.0, -0.1):
+    with pytest.raises(ValueError, match=r'agent.gamma: must be in \[0, 1\)'):
+      agent_lib.check(continual.with_overrides(config, {'agent.gamma': bad}))
+
+
 def test_train_agent_refuses_another_domain_space(pipeline, tmp_path):
   tmp, config, _ = pipeline
   config = copy.deepcopy(config)  # the fixture's config is shared
