@@ -232,8 +232,8 @@ class Bench:
       scores = {}
       for i, text in enumerate(grid):
         cfg = continual.overrides(base, text, f'mixbench.tune.{method}[{i}]')
-        specs = [(f'{name}@{s}', self.factory(method, cfg, f'{i:02d}'), s)
-                 for s in self.tune_seeds]
+        make = self.factory(method, cfg, f'{i:02d}')
+        specs = [(f'{name}@{s}', make, s) for s in self.tune_seeds]
         rows = self.members(os.path.join(self.workdir, 'tuning', name, f'{i:02d}'), specs,
                             f'tuning {method} [{text}]')
         scores[text] = float(np.mean([r['scores']['balanced'] for r in rows]))
@@ -321,7 +321,8 @@ class Bench:
 
   def method(self, method: str) -> list[dict]:
     self.log(f'stage {method}: {len(self.seeds)} seeds')
-    specs = [(f'{self._key(method)}@{s}', self.factory(method), s) for s in self.seeds]
+    make = self.factory(method)  # once: the stages it needs run (or are found) once
+    specs = [(f'{self._key(method)}@{s}', make, s) for s in self.seeds]
     return self.members(os.path.join(self.workdir, 'methods', method), specs, method,
                         split='test')
 
