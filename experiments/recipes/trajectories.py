@@ -10,8 +10,10 @@ perturbed ramps of the target share, 2-3 phase switches of the target share, nei
 anchor schedules (e.g. the oracle's best) and ODM with noise. Finished rounds are kept in T/rounds/;
 a re-run skips them (a round interrupted midway is redone), but only for the config that
 T/config.json records (`collection_config`; another is refused). T/dataset holds them all, with
-the collection config. The proxies' feedback is their held-out loss and, with a `choices` section,
-their multiple-choice accuracy on the feedback items (closed_loop.py); nothing is decoded.
+the collection config. Other settings (`trajectories.settings`: other domains or roles) are
+collected the same way into T/settings/<key>, and the agent trains on all of them
+(`training_data`). The proxies' feedback is their held-out loss and, with a `choices` section, their
+multiple-choice accuracy on the feedback items (closed_loop.py); nothing is decoded.
 
 Training: behaviour cloning on the best trajectories, then conservative Q-learning
 (mixing/agent/cql), into A: A/checkpoints (a re-run resumes bit-identically), A/metrics.jsonl, the
@@ -203,7 +205,8 @@ def collection_config(config, anchors=None):
 
 def collect(config, workdir: str, log=print, overwrite: bool = False, env=None,
             anchors=None) -> dataset_lib.Dataset:
-  """Collects (or resumes: finished rounds are kept) T/rounds/ and T/dataset; returns the dataset.
+  """Collects (or resumes: finished rounds are kept) T/rounds/ and T/dataset, then each of
+  `trajectories.settings` in T/settings/<key> the same way; returns T/dataset (this setting's).
 
   ValueError if T holds rounds of another config (`collection_config`), unless `overwrite`.
   `env`: the setting's closed_loop.Environment (built here if None); `anchors`: K x D schedules
