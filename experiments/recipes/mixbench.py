@@ -67,7 +67,7 @@ def write_pydoc(config) -> None:
 
 def seeds(text: str, field: str) -> list[int]:
   try:
-    out = [int(s) for s in str(text).split(',') if s.strip()]
+    out = validate.csv(text, int)
   except ValueError:
     raise ValueError(f'{field}: not a comma-separated list of integers: {text!r}') from None
   if not out or len(set(out)) != len(out):
