@@ -47,6 +47,9 @@ def get_config():
   # Features both networks read as 0, comma-separated (mixing/agent/features.py names them): e.g.
   # 'log_size,log_size_rel', the domain sizes, which identify a domain within one domain space.
   config.agent.drop_features = ''
+  # Policy logits relative to their group's size (mixing/agent/policy.py): the agent carries group
+  # shares, not per-domain weights, to a domain space with other numbers of sources and targets.
+  config.agent.group_shares = False
 
   # The continual run itself (what the agent re-weights, and every baseline on the same budget).
   # These follow the continual fields (FieldReferences), so overriding those updates them.

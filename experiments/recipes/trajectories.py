@@ -278,14 +278,15 @@ def _merged_rounds(path: str) -> int | None:
 
 def policy_config(config, dataset: dataset_lib.Dataset | None = None) -> policy_lib.PolicyConfig:
   """The agent's architecture: PolicyConfig's defaults, sized to the dataset's features, with the
-  features `agent.drop_features` names read as 0."""
+  features `agent.drop_features` names read as 0 and `agent.group_shares`."""
   drop = tuple(validate.csv(config.agent.get('drop_features', '')))
   sizes = {} if dataset is None else {'num_features': dataset.feats_NxDxF.shape[2],
                                       'num_global': dataset.global_NxG.shape[1]}
   try:
-    return policy_lib.PolicyConfig(drop_features=drop, **sizes)
+    return policy_lib.PolicyConfig(drop_features=drop,
+                                   group_shares=config.agent.get('group_shares', False), **sizes)
   except ValueError as e:
-    raise ValueError(str(e).replace('policy.drop_features', 'agent.drop_features')) from None
+    raise ValueError(str(e).replace('policy.', 'agent.')) from None
 
 
 def training_data(config, trajectories: str) -> dataset_lib.Dataset:

@@ -65,7 +65,8 @@ def flatten(tree, prefix: str = '') -> dict[str, Any]:
 # Fields added after older records were written, with the value every run before them used: a record
 # without one ran with that value (so upgrading mixlab does not orphan a workdir).
 ADDED = {'data.draws': 'iid', 'choices.metric': 'acc_norm', 'agent.drop_features': '',
-         'trajectories.settings': '', 'trajectories.settings_num': 128, 'agent.gamma': 0.9}
+         'trajectories.settings': '', 'trajectories.settings_num': 128, 'agent.gamma': 0.9,
+         'agent.group_shares': False}
 
 
 def differences(old: dict, new: dict, resumable=()) -> list[str]:

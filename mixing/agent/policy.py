@@ -10,6 +10,12 @@ Policy: per-domain logits; its action is the mixture
   w_d = floor + (1 - D * floor) * softmax(logits)_d,   floor = floor_frac / D   (real domains)
 so no domain gets less than floor_frac / D (default floor_frac 0.1: a tenth of the uniform weight);
 padded domains get 0. The logit head starts at zero, so an untrained policy is uniform.
+With `group_shares`, the softmax reads logits_d - log n_g(d), n_g(d) the number of real domains in
+d's group (source, target, or neither: the is_source / is_target features). Per-domain logits then
+set each group's *mean* preference, so a policy carries its group shares, not its per-domain
+weights, to a domain space with other group sizes (5 targets of 12 here, 2 of 6 there: the same
+per-domain logits give the target field 0.42 here and 0.33 there without it). Equal logits give
+each group the same share.
 
 QNetwork: Q(s, a), the domain tokens reading [features, D * w_d]; the scalar comes from an MLP on
 the mean of the real domains' outputs concatenated with the global token's, so it is invariant to
@@ -44,6 +50,7 @@ class PolicyConfig:
   mlp_ratio: int = 2  # MLP hidden width = mlp_ratio * d_model
   floor_frac: float = 0.1  # D * floor: the weight mass spread uniformly, whatever the logits
   drop_features: tuple[str, ...] = ()  # features read as 0 (module docstring)
+  group_shares: bool = False  # logits relative to their group's size (module docstring)
 
   def __post_init__(self):
     object.__setattr__(self, 'drop_features', tuple(self.drop_features))
@@ -60,6 +67,9 @@ class PolicyConfig:
                        f'{self.num_heads}')
     if not 0.0 <= self.floor_frac < 1.0:
       raise ValueError(f'policy.floor_frac: must be in [0, 1), got {self.floor_frac}')
+    if self.group_shares and self.num_features != features.F:
+      raise ValueError(f'policy.group_shares: needs the {features.F} features that name the roles, '
+                       f'got num_features {self.num_features}')
 
   def to_dict(self) -> dict:
     out = dataclasses.asdict(self)
@@ -136,6 +146,16 @@ def weights_from_logits(logits_BxD, mask_BxD, floor_frac: float):
   return mask_BxD * (floor_frac / d_Bx1) + (1.0 - floor_frac) * soft_BxD
 
 
+def group_sizes(feats_BxDxF, mask_BxD):
+  """B x D: how many real domains share each domain's group (source, target or neither); 1 on
+  padding."""
+  src_BxD = feats_BxDxF[..., features.DOMAIN_FEATURES.index('is_source')] * mask_BxD
+  tgt_BxD = feats_BxDxF[..., features.DOMAIN_FEATURES.index('is_target')] * mask_BxD
+  other_BxD = mask_BxD - src_BxD - tgt_BxD
+  n_BxD = sum(g_BxD * g_BxD.sum(-1, keepdims=True) for g_BxD in (src_BxD, tgt_BxD, other_BxD))
+  return jnp.maximum(n_BxD, 1.0)
+
+
 class Policy(nnx.Module):
   """Features -> the next mixture (module docstring)."""
 
@@ -155,6 +175,9 @@ class Policy(nnx.Module):
     single = feats_BxDxF.ndim == 2
     logits_BxD, mask_BxD = self.logits(feats_BxDxF, global_BxG, mask_BxD)
     logits_BxD = logits_BxD[None] if single else logits_BxD
+    if self.config.group_shares:
+      feats_BxDxF = feats_BxDxF[None] if single else feats_BxDxF
+      logits_BxD = logits_BxD - jnp.log(group_sizes(feats_BxDxF, mask_BxD))
     weights_BxD = weights_from_logits(logits_BxD, mask_BxD, self.config.floor_frac)
     return weights_BxD[0] if single else weights_BxD
 
