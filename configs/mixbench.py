@@ -77,7 +77,7 @@ def get_config(variant: str = ''):
   config.mixbench.tune_seeds = '100,101,102'  # oracle search and agent choice; never reported
   config.mixbench.methods = ','.join(('uniform', 'best_static', 'best_dynamic', 'odm', 'doremi',
                                       'regmix', 'agent'))  # default --methods
-  # (agent_plain: the agent without trajectories.settings' trajectories, to compare when they are set)
+  # (agent_plain: the agent without trajectories.settings and agent.group_shares, to compare with)
   # Hyperparameters tried per method (';' between entries, '|' between fields), each entry run on
   # tune_seeds; the best mean balanced score there is what the reported seeds run.
   config.mixbench.tune = ml_collections.ConfigDict()

@@ -317,3 +317,42 @@ def test_dataset_round_trip_and_domain_space_check(tmp_path):
   with pytest.raises(ValueError, match=r'actions_KxD: expected shape \(1, 2\)'):
     writer.add(['a', 'b'], ['source', 'target'], np.zeros((2, 2, features.F)),
                np.zeros((2, features.G)), np.zeros((1, 3)), [0.0])
+
+
+def _roles_state(n_source, n_target, seed):
+  feats, glob = _state(n_source + n_target, seed)
+  feats[:, features.DOMAIN_FEATURES.index('is_source')] = [1.0] * n_source + [0.0] * n_target
+  feats[:, features.DOMAIN_FEATURES.index('is_target')] = [0.0] * n_source + [1.0] * n_target
+  return feats, glob
+
+
+def test_group_shares_make_logits_relative_to_their_group_size(tmp_path):
+  config = policy_lib.PolicyConfig(d_model=32, num_layers=1, num_heads=2, floor_frac=0.2,
+                                   group_shares=True, drop_features=('is_source', 'is_target'))
+  untrained = policy_lib.Policy(config, rngs=nnx.Rngs(0))
+  for n_source, n_target in ((7, 5), (4, 2), (1, 3)):  # equal logits: equal group shares
+    feats, glob = _roles_state(n_source, n_target, 0)
+    w = np.asarray(_weights(untrained, feats, glob))
+    floor = 0.2 * n_target / (n_source + n_target)  # the floor is spread over every domain
+    assert w[n_source:].sum() == pytest.approx(floor + 0.8 * 0.5, abs=1e-5)
+    assert w.min() >= 0.2 / len(w) - 1e-7
+  policy = _random_policy(config)
+  plain = nnx.merge(nnx.graphdef(_random_policy(SMALL)), nnx.state(policy))  # same parameters
+  feats, glob = _roles_state(5, 2, 3)
+  n_D = np.array([5.0] * 5 + [2.0] * 2)
+  logits, _ = policy.logits(feats, glob)
+  soft = np.exp(np.asarray(logits) - np.log(n_D))
+  expected = 0.2 / 7 + 0.8 * soft / soft.sum()
+  np.testing.assert_allclose(_weights(policy, feats, glob), expected, atol=1e-6)
+  assert not np.allclose(_weights(plain, feats, glob), expected, atol=1e-3)
+  padded = np.full((1, 9, features.F), 123.0, np.float32)  # garbage roles on padding
+  padded[0, :7] = feats
+  mask = np.array([[1.0] * 7 + [0.0] * 2], np.float32)
+  np.testing.assert_allclose(_weights(policy, padded, glob[None], mask)[0, :7], expected, atol=1e-6)
+  agent_dir = str(tmp_path / 'agent')
+  deploy.save_agent(agent_dir, policy)
+  loaded, meta = deploy.load_agent(agent_dir)
+  assert loaded.config.group_shares and meta['policy']['group_shares']
+  np.testing.assert_allclose(loaded(feats, glob), expected, atol=1e-6)
+  with pytest.raises(ValueError, match='policy.group_shares: needs the 11 features'):
+    policy_lib.PolicyConfig(num_features=4, group_shares=True)

@@ -88,13 +88,15 @@ def test_deployed_agent_reweights_a_continual_run(pipeline):
   assert trainer.last_eval['eval/math/easy/loss'] < 10
 
 
-def test_agent_with_dropped_features_trains_and_deploys(pipeline, tmp_path):
+def test_agent_with_dropped_features_and_group_shares_trains_and_deploys(pipeline, tmp_path):
   tmp, config, _ = pipeline
-  config = continual.with_overrides(config, {'agent.drop_features': 'log_size, log_size_rel'})
+  config = continual.with_overrides(config, {'agent.drop_features': 'log_size, log_size_rel',
+                                             'agent.group_shares': True})
   policy = agent_lib.train_agent(config, str(tmp / 'T'), str(tmp_path / 'A'), quiet=True)
   assert policy.config.drop_features == ('log_size', 'log_size_rel')
   loaded, _ = deploy.load_agent(str(tmp_path / 'A'))
   assert loaded.config.drop_features == ('log_size', 'log_size_rel')
+  assert policy.config.group_shares and loaded.config.group_shares
 
 
 def test_other_settings_trajectories_join_the_main_ones(pipeline, tmp_path):

@@ -119,7 +119,8 @@ def test_agents_are_keyed_by_their_section_and_other_settings(tmp_path):
   assert key(config).startswith('agent+') and plain.startswith('agent+') and key(config) != plain
   assert mixbench.Bench(config, str(tmp_path)).agent_base('agent_plain')[0].trajectories.settings == ''
   others = {'trajectories.settings': 'continual.sources=math/easy|continual.targets=prose/poems',
-            'trajectories.settings_num': 16, 'agent.gamma': 0.5, 'agent.drop_features': 'weight'}
+            'trajectories.settings_num': 16, 'agent.gamma': 0.5, 'agent.drop_features': 'weight',
+            'agent.group_shares': True}
   for field, value in others.items():
     other = continual.with_overrides(config, {field: value})
     assert key(other) not in (key(config), plain), field
@@ -128,6 +129,9 @@ def test_agents_are_keyed_by_their_section_and_other_settings(tmp_path):
                                    mixbench.AGENT_FIELDS) == []
   other = continual.with_overrides(config, {'trajectories.settings': ''})
   assert key(other) == key(other, 'agent_plain') == plain
+  other = continual.with_overrides(other, {'agent.group_shares': True})  # an addition: not plain
+  assert key(other) != key(other, 'agent_plain') == plain
+  assert not mixbench.Bench(other, str(tmp_path)).agent_base('agent_plain')[0].agent.group_shares
   other = continual.with_overrides(config, {'mixbench.oracle.grid': 3})  # anything else is refused
   assert workdir_lib.differences(mixbench.setting_config(config).to_dict(),
                                  mixbench.setting_config(other).to_dict(),

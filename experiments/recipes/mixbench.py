@@ -9,7 +9,8 @@ Stages, each kept in W and reused by a re-run of the same config (W/config.json;
   tuning/       a method with a `mixbench.tune.<method>` grid (ODM, DoReMi, the agent, ...) runs each
                 entry on the tuning seeds; the best entry (tuning/<method>.json) is what is reported
   agents/<i>+<key>/  the agent of grid entry i (BC + CQL on the trajectories, and on the other
-                settings' with trajectories.settings; agent_plain never has them); the key
+                settings' with trajectories.settings; agent_plain has neither them nor
+                agent.group_shares: PLAIN); the key
                 fingerprints the agent section and those settings, so W may take other values of
                 them (AGENT_FIELDS) and only the agents' stages run again
   methods/<m>/  method m on the reported seeds (seeds.json)
@@ -42,9 +43,11 @@ from mixing.mixers import regmix as regmix_lib
 
 METHODS = ('uniform', 'best_static', 'best_dynamic', 'odm', 'doremi', 'regmix', 'agent',
            'agent_plain')
-# 'agent' trains on the main setting's trajectories and those of `trajectories.settings`;
-# 'agent_plain' on the main setting's only (the method as published), to compare the two.
+# 'agent' is the agent as configured: with `trajectories.settings`' trajectories and
+# `agent.group_shares` when they are set; 'agent_plain' is BC + CQL as published, without these
+# additions (PLAIN), so that results.md compares the two.
 AGENTS = ('agent', 'agent_plain')
+PLAIN = {'trajectories.settings': '', 'agent.group_shares': False}
 VERSION = 1
 # What only the agents depend on: W may take other values of these, since each agent's folder, tuning
 # and runs are keyed by them (`_agent_key`); every other stage is reused.
@@ -210,10 +213,9 @@ class Bench:
     return scores
 
   def agent_base(self, method: str):
-    """(config, name) of an agent method: 'agent_plain' drops `trajectories.settings`; the name
+    """(config, name) of an agent method: 'agent_plain' drops the additions (PLAIN); the name
     ('agent+<key>', `_agent_key`) names its tuning and runs."""
-    cfg = self.config if method == 'agent' else continual.with_overrides(
-        self.config, {'trajectories.settings': ''})
+    cfg = self.config if method == 'agent' else continual.with_overrides(self.config, PLAIN)
     return cfg, 'agent' + _agent_key(cfg)
 
   def tuned(self, method: str):

@@ -13,9 +13,9 @@ padded domains get 0. The logit head starts at zero, so an untrained policy is u
 With `group_shares`, the softmax reads logits_d - log n_g(d), n_g(d) the number of real domains in
 d's group (source, target, or neither: the is_source / is_target features). Per-domain logits then
 set each group's *mean* preference, so a policy carries its group shares, not its per-domain
-weights, to a domain space with other group sizes (5 targets of 12 here, 2 of 6 there: the same
-per-domain logits give the target field 0.42 here and 0.33 there without it). Equal logits give
-each group the same share.
+weights, to a domain space with other group sizes (without it, equal logits give the target field
+5/12 among 7 sources and 5 targets, 2/6 among 4 and 2). Equal logits give each group the same share,
+so an untrained policy is uniform over the groups rather than the domains.
 
 QNetwork: Q(s, a), the domain tokens reading [features, D * w_d]; the scalar comes from an MLP on
 the mean of the real domains' outputs concatenated with the global token's, so it is invariant to
