@@ -65,6 +65,9 @@ def get_config(variant: str = ''):
   # The final balanced score is the sum of a run's rewards: a discount near 1 aims at it. Chosen over
   # 0.9 (continual_math's) on design seeds 200-205, val split, never reported (README).
   config.agent.gamma = 0.99
+  # Logits relative to their group's size: the agent carries group shares, not per-domain weights, to
+  # spaces with other numbers of sources and targets. Probed on design seeds 200-205 (README).
+  config.agent.group_shares = True
 
   # RegMix here: its proxies are continual runs of this setting (static Dirichlet mixtures from the
   # base model, on the tuning seeds) and it regresses their balanced score (experiments/recipes/mixbench).
@@ -72,12 +75,14 @@ def get_config(variant: str = ''):
 
   config.mixbench = ml_collections.ConfigDict()
   # Reported seeds (the continual run's data stream), 10 fresh ones: 0-4 reported the acc_norm
-  # version and 5-9 the first prob run (README); design seeds 200-215 measured how many are needed.
-  config.mixbench.seeds = ','.join(str(s) for s in range(10, 20))
+  # version, 5-9 the first prob run, 10-19 the agent without group shares (README); design seeds
+  # 200-215 measured how many are needed.
+  config.mixbench.seeds = ','.join(str(s) for s in range(20, 30))
   config.mixbench.tune_seeds = '100,101,102'  # oracle search and agent choice; never reported
+  # Default --methods. agent_plain: the agent without its additions (trajectories.settings and
+  # agent.group_shares), tuned and run the same way, to compare with.
   config.mixbench.methods = ','.join(('uniform', 'best_static', 'best_dynamic', 'odm', 'doremi',
-                                      'regmix', 'agent'))  # default --methods
-  # (agent_plain: the agent without trajectories.settings and agent.group_shares, to compare with)
+                                      'regmix', 'agent', 'agent_plain'))
   # Hyperparameters tried per method (';' between entries, '|' between fields), each entry run on
   # tune_seeds; the best mean balanced score there is what the reported seeds run.
   config.mixbench.tune = ml_collections.ConfigDict()
@@ -136,4 +141,3 @@ def _smoke(config):
                                        'continual.targets=math/easy')
   config.trajectories.settings = 'continual.sources=math/easy|continual.targets=prose/plays'
   config.trajectories.settings_num = 8
-  config.mixbench.methods += ',agent_plain'
