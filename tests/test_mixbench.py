@@ -120,14 +120,14 @@ def test_agents_are_keyed_by_their_section_and_other_settings(tmp_path):
   assert mixbench.Bench(config, str(tmp_path)).agent_base('agent_plain')[0].trajectories.settings == ''
   others = {'trajectories.settings': 'continual.sources=math/easy|continual.targets=prose/poems',
             'trajectories.settings_num': 16, 'agent.gamma': 0.5, 'agent.drop_features': 'weight',
-            'agent.group_shares': True}
+            'agent.group_shares': not config.agent.group_shares}
   for field, value in others.items():
     other = continual.with_overrides(config, {field: value})
     assert key(other) not in (key(config), plain), field
     assert workdir_lib.differences(mixbench.setting_config(config).to_dict(),
                                    mixbench.setting_config(other).to_dict(),
                                    mixbench.AGENT_FIELDS) == []
-  other = continual.with_overrides(config, {'trajectories.settings': ''})
+  other = continual.with_overrides(config, {'trajectories.settings': '', 'agent.group_shares': False})
   assert key(other) == key(other, 'agent_plain') == plain
   other = continual.with_overrides(other, {'agent.group_shares': True})  # an addition: not plain
   assert key(other) != key(other, 'agent_plain') == plain
