@@ -127,7 +127,7 @@ def test_agents_are_keyed_by_their_section_and_other_settings(tmp_path):
     assert workdir_lib.differences(mixbench.setting_config(config).to_dict(),
                                    mixbench.setting_config(other).to_dict(),
                                    mixbench.AGENT_FIELDS) == []
-  other = continual.with_overrides(config, {'trajectories.settings': '', 'agent.group_shares': False})
+  other = continual.with_overrides(config, mixbench.PLAIN)  # every addition off
   assert key(other) == key(other, 'agent_plain') == plain
   other = continual.with_overrides(other, {'agent.group_shares': True})  # an addition: not plain
   assert key(other) != key(other, 'agent_plain') == plain
