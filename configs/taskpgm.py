@@ -2,7 +2,8 @@
 
 The pool: BBH-format tasks, near-duplicates of some in other phrasings, math levels, a noise task
 and tasks unrelated to the suites (prose, code, synthetic text), of very different sizes
-(size_spread); `:mislabeled` adds mislabeled copies of some BBH tasks. The evaluation suite: the BBH tasks (plus any `eval_files`), each split by a seeded
+(size_spread); `:mislabeled` adds mislabeled copies of some BBH tasks, `:skewed` copies whose labels
+collapsed to one class. The evaluation suite: the BBH tasks (plus any `eval_files`), each split by a seeded
 split into a validation part (the only part any choice looks at: the unary gains, the probes,
 hyperparameter selection) and a test part (read once, reported).
 """
@@ -21,7 +22,8 @@ BBH = ','.join(f'bbh/{t}' for t in BBH_TASKS)
 # Tasks unrelated to the BBH suites, as generic text is in real instruction pools.
 UNRELATED = ('prose/poems', 'code/python', 'synthetic/copy', 'synthetic/markov')
 # BBH tasks that also come as a mislabeled copy (other items, every answer wrong) in the
-# `:mislabeled` pool: the noisy collections real pools hold. Chosen on the development seeds as
+# `:mislabeled` pool, or as a skewed copy (other items, every answer the most common one) in the
+# `:skewed` pool: the noisy collections real pools hold. Chosen on the development seeds as
 # suites that fine-tuning moves.
 MISLABELED = ('dyck_languages', 'reasoning_about_colored_objects', 'date_understanding',
               'logical_deduction_three_objects', 'navigate', 'multistep_arithmetic_two')
@@ -113,6 +115,12 @@ def get_config(variant: str = ''):
   elif variant == 'mislabeled':  # 40 tasks: the pool + 6 mislabeled copies (README: TaskPGM)
     t.tasks = POOL + ''.join(f',mislabeled/bbh/{task}' for task in MISLABELED)
     t.seeds = '20,21,22,23,24'
+  elif variant == 'skewed':  # 40 tasks: the pool + 6 copies answered with one label each
+    t.tasks = POOL + ''.join(f',skewed/bbh/{task}' for task in MISLABELED)
+    # Seed 30: development (the one seed looked at before this run); 40-44: reported.
+    t.seeds = '40,41,42,43,44'
+    t.unary_items = 32  # 32 validation items per suite: a third of the potentials' time
   elif variant:
-    raise ValueError(f'configs/taskpgm.py: unknown variant {variant!r} (known: n100, mislabeled)')
+    raise ValueError(f'configs/taskpgm.py: unknown variant {variant!r} '
+                     '(known: n100, mislabeled, skewed)')
   return config

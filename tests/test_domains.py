@@ -101,6 +101,21 @@ def test_mislabeled_bbh_answers_every_item_wrongly(task):
       ValueError, domains_lib.builtin_domain, 'mislabeled/bbh/nope').value)
 
 
+@pytest.mark.parametrize('task', ['web_of_lies', 'date_understanding'])
+def test_skewed_bbh_answers_every_item_with_the_most_common_answer(task):
+  skewed = domains_lib.builtin_domain(f'skewed/bbh/{task}', seed=2, opts=SMALL)
+  truth = bbh_tasks.generate(task, 4 + domains_lib.SKEWED_SEED, len(skewed.train))
+  targets = [x['target'] for x in truth]
+  assert [d.prompt for d in skewed.train] == [f"Q: {x['input']}\nA:" for x in truth]
+  answers = {d.completion.strip() for d in skewed.train}
+  assert len(answers) == 1 and len(set(targets)) > 1  # one answer, where the items had several
+  assert targets.count(answers.pop()) == max(targets.count(t) for t in targets)
+  mislabeled = domains_lib.builtin_domain(f'mislabeled/bbh/{task}', seed=2, opts=SMALL)
+  assert not {d.prompt for d in skewed.train} & {d.prompt for d in mislabeled.train}
+  assert 'skewed/bbh/<task>' in str(pytest.raises(
+      ValueError, domains_lib.builtin_domain, 'skewed/bbh/nope').value)
+
+
 def test_code_python_is_the_stdlib_without_tests():
   paths = domains_lib._python_stdlib_files()  # pylint: disable=protected-access
   assert any(p.endswith('/json/decoder.py') for p in paths)

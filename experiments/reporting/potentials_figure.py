@@ -12,7 +12,8 @@ from experiments.reporting import figures
 
 
 def short(task: str) -> str:
-  task = str(task).replace('rephrase/bbh/', 'reph/').replace('mislabeled/bbh/', 'mislab/')
+  task = str(task).replace('rephrase/bbh/', 'reph/').replace('mislabeled/bbh/', 'mislab/').replace(
+      'skewed/bbh/', 'skew/')
   return re.sub(r'^variant(\d+)/bbh/', r'v\1/', task).replace('bbh/', '')
 
 

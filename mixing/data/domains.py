@@ -12,6 +12,8 @@ downloaded:
   noise/qa           random questions with random answers (a task with nothing to learn)
   mislabeled/bbh/<t> other items of bbh/<t>, each answered wrongly (another answer of the task's):
                      a task that teaches the suite the wrong answers, as noisy collections do
+  skewed/bbh/<t>     other items of bbh/<t>, every one answered with the task's most common answer:
+                     a collection whose labels collapsed to one class (it teaches a label prior)
   synthetic/<kind>   toy domains for tests: noise (random letters), easy (a repeated letter), markov
                      (a fixed two-successor letter chain: learnable, more slowly), copy (random
                      words, each said twice: learnable only by attending back)
@@ -213,16 +215,25 @@ def _bbh_variant(name, seed, opts):
 
 
 MISLABELED_SEED = 1 << 20  # mislabeled/bbh/<t> draws its items from seeds this far from bbh/<t>'s
+SKEWED_SEED = 2 << 20  # skewed/bbh/<t> draws its items from seeds this far from bbh/<t>'s
+RELABELED = ('mislabeled', 'skewed')  # the prefixes of bbh/<t>'s relabeled copies
 
 
-def _mislabeled(name, seed, opts):
-  """mislabeled/bbh/<task>: bbh/<task>'s generator at other seeds, each target replaced by another
-  answer of the same batch (seeded by the domain and the item), so every label is wrong. The
-  answers drawn from depend on the batch (its size n included), which the config fixes."""
-  task = name.split('/', 2)[2]
+def _relabeled(name, seed, opts):
+  """mislabeled/bbh/<task> and skewed/bbh/<task>: bbh/<task>'s generator at other seeds.
+  mislabeled: each target is replaced by another answer of the same batch (seeded by the domain and
+  the item), so every label is wrong. skewed: every target is the batch's most common answer (ties:
+  the first in sorted order). The answers drawn from depend on the batch (its size n included),
+  which the config fixes."""
+  kind, _, task = name.split('/', 2)
+  offset = MISLABELED_SEED if kind == 'mislabeled' else SKEWED_SEED
   def generate(gen_seed, n):
-    items = bbh_tasks.generate(task, gen_seed + MISLABELED_SEED, n)
-    answers = sorted({x['target'] for x in items})
+    items = bbh_tasks.generate(task, gen_seed + offset, n)
+    targets = [x['target'] for x in items]
+    answers = sorted(set(targets))
+    if kind == 'skewed':
+      common = max(answers, key=targets.count)  # max keeps the first of equal counts
+      return [{**x, 'target': common} for x in items]
     out = []
     if n and len(answers) < 2:
       raise ValueError(f'domain {name!r}: {n} items with one answer leave no wrong one to give')
@@ -283,7 +294,8 @@ def builtin_names() -> list[str]:
   return (['code/python', 'prose/plays', 'prose/poems']
           + [f'math/{level}' for level in math_problems.LEVELS]
           + [f'bbh/{task}' for task in bbh_tasks.TASKS]
-          + bbh_variants.names() + [f'mislabeled/bbh/{task}' for task in bbh_tasks.TASKS]
+          + bbh_variants.names()
+          + [f'{kind}/bbh/{task}' for kind in RELABELED for task in bbh_tasks.TASKS]
           + ['noise/qa'] + [f'synthetic/{kind}' for kind in SYNTHETIC])
 
 
@@ -305,12 +317,14 @@ def _factory(name: str) -> Callable[..., Domain]:
     return _synthetic
   if bbh_variants.parse(name):
     return _bbh_variant
-  if name.startswith('mislabeled/bbh/') and name[15:] in bbh_tasks.TASKS:
-    return _mislabeled
+  kind, _, task = name.partition('/bbh/')
+  if kind in RELABELED and task in bbh_tasks.TASKS:
+    return _relabeled
   if name == 'noise/qa':
     return _noise_qa
   known = ([n for n in builtin_names() if not bbh_variants.parse(n)
-            and not n.startswith('mislabeled/')] + [bbh_variants.PATTERN, 'mislabeled/bbh/<task>'])
+            and n.partition('/bbh/')[0] not in RELABELED]
+           + [bbh_variants.PATTERN] + [f'{kind}/bbh/<task>' for kind in RELABELED])
   raise ValueError(f"domains: unknown domain {name!r} (built-in: {', '.join(known)}; "
                    'or give it a file in config.domain_files)')
 
