@@ -29,6 +29,11 @@ MISLABELED = ('dyck_languages', 'reasoning_about_colored_objects', 'date_underst
               'logical_deduction_three_objects', 'navigate', 'multistep_arithmetic_two')
 REPHRASED = ('boolean_expressions', 'navigate', 'web_of_lies', 'word_sorting', 'object_counting',
              'date_understanding', 'hyperbaton', 'temporal_sequences')
+# The suites fine-tuning moves at this scale, chosen on development seed 30 (the `:skewed` pool, both
+# families) before any `:learnable` run: uniform's test accuracy over the base model's >= +0.03 on
+# both families. The other 10 lift by less than the paired CIs of a 5-seed run (README: TaskPGM).
+LEARNABLE = ('date_understanding', 'dyck_languages', 'multistep_arithmetic_two',
+             'penguins_in_a_table', 'reasoning_about_colored_objects', 'temporal_sequences')
 POOL = ','.join([BBH] + [f'rephrase/bbh/{t}' for t in REPHRASED]
                 + ['variant1/bbh/navigate', 'variant1/bbh/formal_fallacies', 'math/easy',
                    'math/medium', 'math/hard', 'noise/qa']
@@ -120,7 +125,10 @@ def get_config(variant: str = ''):
     # Seed 30: development (the one seed looked at before this run); 40-44: reported.
     t.seeds = '40,41,42,43,44'
     t.unary_items = 32  # 32 validation items per suite: a third of the potentials' time
+  elif variant == 'learnable':  # the same 34-task pool, evaluated on the 6 suites it can move
+    t.eval_tasks = ','.join(f'bbh/{task}' for task in LEARNABLE)
+    t.seeds = '50,51,52,53,54'  # fixed before any run of this variant
   elif variant:
     raise ValueError(f'configs/taskpgm.py: unknown variant {variant!r} '
-                     '(known: n100, mislabeled, skewed)')
+                     '(known: n100, mislabeled, skewed, learnable)')
   return config

@@ -156,3 +156,22 @@ def test_bad_input_exits_2_with_one_line(tmp_path, override, message):
                         text=True, env=dict(os.environ, PYTHONPATH=ROOT))
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr[-1500:]
+
+
+def test_mixtures_table_counts_the_weight_on_relabeled_copies(tmp_path):
+  weights = {'uniform': {'bbh/navigate': 0.25, 'noise/qa': 0.25, 'skewed/bbh/navigate': 0.25,
+                         'mislabeled/bbh/navigate': 0.25},
+             'taskpgm': {'bbh/navigate': 0.7, 'noise/qa': 0.2, 'skewed/bbh/navigate': 0.1,
+                         'mislabeled/bbh/navigate': 0.0}}
+  for seed in (0, 1):
+    (tmp_path / 'f' / f'seed_{seed}').mkdir(parents=True)
+    (tmp_path / 'f' / f'seed_{seed}' / 'scores.json').write_text(json.dumps({'weights': weights}))
+  lines = taskpgm_report._mixtures(str(tmp_path), 'f', [0, 1], ['bbh/navigate'],  # pylint: disable=protected-access
+                                   ['uniform', 'taskpgm'])
+  assert 'weight on relabeled copies' in lines[2]
+  assert lines[4:6] == ['| uniform | 0.75 | 0.50 | 4.0 |', '| taskpgm | 0.30 | 0.10 | 2.2 |']
+  del weights['uniform']['skewed/bbh/navigate'], weights['uniform']['mislabeled/bbh/navigate']
+  for seed in (0, 1):
+    (tmp_path / 'f' / f'seed_{seed}' / 'scores.json').write_text(json.dumps({'weights': weights}))
+  assert 'relabeled' not in taskpgm_report._mixtures(  # pylint: disable=protected-access
+      str(tmp_path), 'f', [0, 1], ['bbh/navigate'], ['uniform'])[2]
