@@ -14,6 +14,7 @@ from configs import taskpgm as taskpgm_config
 from experiments.recipes import taskpgm_seeds as seeds_lib
 from experiments.reporting import taskpgm_report
 from mixing.data import choices
+from mixing.data import domains
 from mixing.data import eval_suites
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,6 +106,29 @@ def test_train_docs_spread_sizes_by_name():
   assert max(docs.values()) / min(docs.values()) > 5
   config.taskpgm.size_spread = 1.0
   assert set(seeds_lib.train_docs(config, tasks).values()) == {config.data.num_train}
+
+
+def test_config_variants_name_built_in_tasks_and_their_own_seeds():
+  default = taskpgm_config.get_config().taskpgm
+  seeds = {}
+  for variant in ('', 'n100', 'mislabeled', 'skewed', 'learnable'):
+    t = taskpgm_config.get_config(variant).taskpgm
+    tasks = t.tasks.split(',')
+    for task in tasks:
+      domains.check_builtin_name(task)
+    assert len(set(tasks)) == len(tasks) and set(t.eval_tasks.split(',')) <= set(tasks), variant
+    seeds[variant] = set(t.seeds.split(','))
+  assert len(taskpgm_config.get_config('n100').taskpgm.tasks.split(',')) == 100
+  skewed = taskpgm_config.get_config('skewed').taskpgm
+  assert skewed.tasks.count('skewed/bbh/') == 6 and skewed.eval_tasks == default.eval_tasks
+  learnable = taskpgm_config.get_config('learnable').taskpgm
+  assert learnable.tasks == default.tasks and len(learnable.eval_tasks.split(',')) == 6
+  # Each reported variant has seeds of its own (n100 is one development-style seed).
+  for a in ('', 'mislabeled', 'skewed', 'learnable'):
+    for b in ('', 'mislabeled', 'skewed', 'learnable'):
+      assert a == b or not seeds[a] & seeds[b], (a, b)
+  with pytest.raises(ValueError, match="unknown variant 'nope'"):
+    taskpgm_config.get_config('nope')
 
 
 def test_choice_items_from_a_suite():
