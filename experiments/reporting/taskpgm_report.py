@@ -61,10 +61,6 @@ def _timings(workdir: str, name: str, seeds) -> str:
   return ', '.join(f'{k} {np.mean([r[k] for r in rows if k in r]):.2f} s' for k in keys) or 'none'
 
 
-def _relabeled(task: str) -> bool:
-  return task.partition('/bbh/')[0] in domains.RELABELED
-
-
 def _mixtures(workdir: str, name: str, seeds, suites, methods) -> list[str]:
   """Per method (in the order of `methods`), over the seeds whose scores.json exists: the weight on
   pool tasks that are not evaluation suites (and on relabeled copies, if the pool has any), and the
@@ -73,7 +69,7 @@ def _mixtures(workdir: str, name: str, seeds, suites, methods) -> list[str]:
           if os.path.exists(p := os.path.join(workdir, name, f'seed_{s}', 'scores.json'))]
   if not runs:
     return []
-  relabeled = any(map(_relabeled, runs[0]['weights']['uniform']))
+  relabeled = any(map(domains.is_relabeled, runs[0]['weights']['uniform']))
   lines = ['| method | weight on tasks outside the suites |'
            + (' weight on relabeled copies (mislabeled/, skewed/) |' if relabeled else '')
            + ' effective number of tasks (e^H) |', '|---|---:|' + ('---:|' if relabeled else '')
@@ -81,7 +77,7 @@ def _mixtures(workdir: str, name: str, seeds, suites, methods) -> list[str]:
   for method in [m for m in methods if m in runs[0]['weights']]:
     mixes = [r['weights'][method] for r in runs]
     outside = np.mean([sum(w for task, w in m.items() if task not in suites) for m in mixes])
-    bad = np.mean([sum(w for task, w in m.items() if _relabeled(task)) for m in mixes])
+    bad = np.mean([sum(w for task, w in m.items() if domains.is_relabeled(task)) for m in mixes])
     probs = [np.array([w for w in m.values() if w > 0]) for m in mixes]
     lines.append(f'| {method} | {outside:.2f} |' + (f' {bad:.2f} |' if relabeled else '')
                  + f' {np.mean([np.exp(-(p * np.log(p)).sum()) for p in probs]):.1f} |')

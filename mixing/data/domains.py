@@ -219,6 +219,12 @@ SKEWED_SEED = 2 << 20  # skewed/bbh/<t> draws its items from seeds this far from
 RELABELED = ('mislabeled', 'skewed')  # the prefixes of bbh/<t>'s relabeled copies
 
 
+def is_relabeled(name: str) -> bool:
+  """Whether `name` is a relabeled copy of a BBH task (mislabeled/bbh/<t>, skewed/bbh/<t>)."""
+  kind, _, task = name.partition('/bbh/')
+  return kind in RELABELED and task in bbh_tasks.TASKS
+
+
 def _relabeled(name, seed, opts):
   """mislabeled/bbh/<task> and skewed/bbh/<task>: bbh/<task>'s generator at other seeds.
   mislabeled: each target is replaced by another answer of the same batch (seeded by the domain and
@@ -317,13 +323,12 @@ def _factory(name: str) -> Callable[..., Domain]:
     return _synthetic
   if bbh_variants.parse(name):
     return _bbh_variant
-  kind, _, task = name.partition('/bbh/')
-  if kind in RELABELED and task in bbh_tasks.TASKS:
+  if is_relabeled(name):
     return _relabeled
   if name == 'noise/qa':
     return _noise_qa
   known = ([n for n in builtin_names() if not bbh_variants.parse(n)
-            and n.partition('/bbh/')[0] not in RELABELED]
+            and not is_relabeled(n)]
            + [bbh_variants.PATTERN] + [f'{kind}/bbh/<task>' for kind in RELABELED])
   raise ValueError(f"domains: unknown domain {name!r} (built-in: {', '.join(known)}; "
                    'or give it a file in config.domain_files)')
