@@ -111,7 +111,7 @@ def test_train_docs_spread_sizes_by_name():
 def test_config_variants_name_built_in_tasks_and_their_own_seeds():
   default = taskpgm_config.get_config().taskpgm
   seeds = {}
-  for variant in ('', 'n100', 'mislabeled', 'skewed', 'learnable'):
+  for variant in ('', 'n100', 'mislabeled', 'skewed', 'learnable', 'short'):
     t = taskpgm_config.get_config(variant).taskpgm
     tasks = t.tasks.split(',')
     for task in tasks:
@@ -123,9 +123,12 @@ def test_config_variants_name_built_in_tasks_and_their_own_seeds():
   assert skewed.tasks.count('skewed/bbh/') == 6 and skewed.eval_tasks == default.eval_tasks
   learnable = taskpgm_config.get_config('learnable').taskpgm
   assert learnable.tasks == default.tasks and len(learnable.eval_tasks.split(',')) == 6
+  short = taskpgm_config.get_config('short').taskpgm
+  assert short.eval_tasks == learnable.eval_tasks and short.finetune_steps < default.finetune_steps
   # Each reported variant has seeds of its own (n100 is one development-style seed).
-  for a in ('', 'mislabeled', 'skewed', 'learnable'):
-    for b in ('', 'mislabeled', 'skewed', 'learnable'):
+  reported = ('', 'mislabeled', 'skewed', 'learnable', 'short')
+  for a in reported:
+    for b in reported:
       assert a == b or not seeds[a] & seeds[b], (a, b)
   with pytest.raises(ValueError, match="unknown variant 'nope'"):
     taskpgm_config.get_config('nope')
