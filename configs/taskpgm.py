@@ -3,9 +3,10 @@
 The pool: BBH-format tasks, near-duplicates of some in other phrasings, math levels, a noise task
 and tasks unrelated to the suites (prose, code, synthetic text), of very different sizes
 (size_spread); `:mislabeled` adds mislabeled copies of some BBH tasks, `:skewed` copies whose labels
-collapsed to one class. The evaluation suite: the BBH tasks (plus any `eval_files`), each split by a seeded
-split into a validation part (the only part any choice looks at: the unary gains, the probes,
-hyperparameter selection) and a test part (read once, reported).
+collapsed to one class; `:learnable` evaluates on the 6 suites fine-tuning moves, `:short` on the
+same under a 30-step fine-tuning budget. The evaluation suite: the BBH tasks (plus any
+`eval_files`), each split by a seeded split into a validation part (the only part any choice looks
+at: the unary gains, the probes, hyperparameter selection) and a test part (read once, reported).
 """
 
 import ml_collections
@@ -34,6 +35,7 @@ REPHRASED = ('boolean_expressions', 'navigate', 'web_of_lies', 'word_sorting', '
 # both families. The other 10 lift by less than the paired CIs of a 5-seed run (README: TaskPGM).
 LEARNABLE = ('date_understanding', 'dyck_languages', 'multistep_arithmetic_two',
              'penguins_in_a_table', 'reasoning_about_colored_objects', 'temporal_sequences')
+LEARNABLE_SUITES = ','.join(f'bbh/{task}' for task in LEARNABLE)
 POOL = ','.join([BBH] + [f'rephrase/bbh/{t}' for t in REPHRASED]
                 + ['variant1/bbh/navigate', 'variant1/bbh/formal_fallacies', 'math/easy',
                    'math/medium', 'math/hard', 'noise/qa']
@@ -126,10 +128,10 @@ def get_config(variant: str = ''):
     t.seeds = '40,41,42,43,44'
     t.unary_items = 32  # 32 validation items per suite: a third of the potentials' time
   elif variant == 'learnable':  # the same 34-task pool, evaluated on the 6 suites it can move
-    t.eval_tasks = ','.join(f'bbh/{task}' for task in LEARNABLE)
+    t.eval_tasks = LEARNABLE_SUITES
     t.seeds = '50,51,52,53,54'  # fixed before any run of this variant
   elif variant == 'short':  # the learnable suites under a fine-tuning budget that binds
-    t.eval_tasks = ','.join(f'bbh/{task}' for task in LEARNABLE)
+    t.eval_tasks = LEARNABLE_SUITES
     # 30 steps x 8 sequences: about 7 per task under uniform. Development seed 31 (read at 100 and
     # 30 steps before this run); 60-64 reported, fixed before any run of this variant.
     t.finetune_steps = 30
