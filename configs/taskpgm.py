@@ -4,9 +4,10 @@ The pool: BBH-format tasks, near-duplicates of some in other phrasings, math lev
 and tasks unrelated to the suites (prose, code, synthetic text), of very different sizes
 (size_spread); `:mislabeled` adds mislabeled copies of some BBH tasks, `:skewed` copies whose labels
 collapsed to one class; `:learnable` evaluates on the 6 suites fine-tuning moves, `:short` on the
-same under a 30-step fine-tuning budget. The evaluation suite: the BBH tasks (plus any
-`eval_files`), each split by a seeded split into a validation part (the only part any choice looks
-at: the unary gains, the probes, hyperparameter selection) and a test part (read once, reported).
+same under a 30-step fine-tuning budget, `:precise` as `:short` on 4x the evaluation items. The
+evaluation suite: the BBH tasks (plus any `eval_files`), each split by a seeded split into a
+validation part (the only part any choice looks at: the unary gains, the probes, hyperparameter
+selection) and a test part (read once, reported).
 """
 
 import ml_collections
@@ -136,7 +137,14 @@ def get_config(variant: str = ''):
     # 30 steps before this run); 60-64 reported, fixed before any run of this variant.
     t.finetune_steps = 30
     t.seeds = '60,61,62,63,64'
+  elif variant == 'precise':  # `:short` read on 4x the evaluation items: 600 test items per suite
+    t.eval_tasks = LEARNABLE_SUITES
+    t.finetune_steps = 30
+    config.data.num_heldout = config.eval_items = 1200  # 600 validation + 600 test items per suite
+    t.unary_items = 150  # the potentials read what `:short`'s did (150 validation items per suite)
+    # No development run: only the item counts differ from `:short`. 70-74 fixed before any run.
+    t.seeds = '70,71,72,73,74'
   elif variant:
     raise ValueError(f'configs/taskpgm.py: unknown variant {variant!r} '
-                     '(known: n100, mislabeled, skewed, learnable, short)')
+                     '(known: n100, mislabeled, skewed, learnable, short, precise)')
   return config

@@ -210,7 +210,9 @@ def test_a_mirrored_workdir_syncs_both_ways(tmp_path, monkeypatch):
         with open(os.path.join(local, name), 'w') as f:
           f.write(text)
       deadline = time.time() + 20
-      while not (there / 'a.txt').exists() and time.time() < deadline:
+      # A pass may catch a.txt opened but not yet written; a later pass uploads it again.
+      uploaded = lambda: (there / 'a.txt').exists() and (there / 'a.txt').read_text() == 'a'
+      while not uploaded() and time.time() < deadline:
         time.sleep(0.05)
       assert (there / 'a.txt').read_text() == 'a'  # uploaded while the command runs
     assert sorted(str(p.relative_to(there)) for p in there.rglob('*') if p.is_file()) == [

@@ -111,7 +111,7 @@ def test_train_docs_spread_sizes_by_name():
 def test_config_variants_name_built_in_tasks_and_their_own_seeds():
   default = taskpgm_config.get_config().taskpgm
   seeds = {}
-  for variant in ('', 'n100', 'mislabeled', 'skewed', 'learnable', 'short'):
+  for variant in ('', 'n100', 'mislabeled', 'skewed', 'learnable', 'short', 'precise'):
     t = taskpgm_config.get_config(variant).taskpgm
     tasks = t.tasks.split(',')
     for task in tasks:
@@ -125,8 +125,13 @@ def test_config_variants_name_built_in_tasks_and_their_own_seeds():
   assert learnable.tasks == default.tasks and len(learnable.eval_tasks.split(',')) == 6
   short = taskpgm_config.get_config('short').taskpgm
   assert short.eval_tasks == learnable.eval_tasks and short.finetune_steps < default.finetune_steps
+  precise = taskpgm_config.get_config('precise')  # :short on 4x the items, the same potentials' read
+  assert (precise.taskpgm.eval_tasks, precise.taskpgm.finetune_steps) == (
+      short.eval_tasks, short.finetune_steps)
+  assert precise.eval_items == precise.data.num_heldout == 4 * taskpgm_config.get_config().eval_items
+  assert precise.taskpgm.unary_items == taskpgm_config.get_config().eval_items // 2
   # Each reported variant has seeds of its own (n100 is one development-style seed).
-  reported = ('', 'mislabeled', 'skewed', 'learnable', 'short')
+  reported = ('', 'mislabeled', 'skewed', 'learnable', 'short', 'precise')
   for a in reported:
     for b in reported:
       assert a == b or not seeds[a] & seeds[b], (a, b)
