@@ -131,19 +131,17 @@ def get_config(variant: str = ''):
   elif variant == 'learnable':  # the same 34-task pool, evaluated on the 6 suites it can move
     t.eval_tasks = LEARNABLE_SUITES
     t.seeds = '50,51,52,53,54'  # fixed before any run of this variant
-  elif variant == 'short':  # the learnable suites under a fine-tuning budget that binds
+  elif variant in ('short', 'precise'):  # the learnable suites under a fine-tuning budget that binds
     t.eval_tasks = LEARNABLE_SUITES
     # 30 steps x 8 sequences: about 7 per task under uniform. Development seed 31 (read at 100 and
-    # 30 steps before this run); 60-64 reported, fixed before any run of this variant.
+    # 30 steps before `:short`'s run); 60-64 reported, fixed before any run of this variant.
     t.finetune_steps = 30
     t.seeds = '60,61,62,63,64'
-  elif variant == 'precise':  # `:short` read on 4x the evaluation items: 600 test items per suite
-    t.eval_tasks = LEARNABLE_SUITES
-    t.finetune_steps = 30
-    config.data.num_heldout = config.eval_items = 1200  # 600 validation + 600 test items per suite
-    t.unary_items = 150  # the potentials read what `:short`'s did (150 validation items per suite)
-    # No development run: only the item counts differ from `:short`. 70-74 fixed before any run.
-    t.seeds = '70,71,72,73,74'
+    if variant == 'precise':  # read on 4x the evaluation items: 600 test items per suite
+      config.data.num_heldout = config.eval_items = 1200  # 600 validation + 600 test per suite
+      t.unary_items = 150  # the potentials read what `:short`'s did (150 validation items per suite)
+      # No development run: only the item counts differ from `:short`. 70-74 fixed before any run.
+      t.seeds = '70,71,72,73,74'
   elif variant:
     raise ValueError(f'configs/taskpgm.py: unknown variant {variant!r} '
                      '(known: n100, mislabeled, skewed, learnable, short, precise)')
