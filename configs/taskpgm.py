@@ -4,7 +4,7 @@ The pool: BBH-format tasks, near-duplicates of some in other phrasings, math lev
 and tasks unrelated to the suites (prose, code, synthetic text), of very different sizes
 (size_spread); `:mislabeled` adds mislabeled copies of some BBH tasks, `:skewed` copies whose labels
 collapsed to one class; `:learnable` evaluates on the 6 suites fine-tuning moves, `:short` on the
-same under a 30-step fine-tuning budget, `:precise` as `:short` on 4x the evaluation items. The
+same under a 30-step fine-tuning budget, `:precise` as `:short` on 4x the evaluation items (`:precise10`: on 10 seeds). The
 evaluation suite: the BBH tasks (plus any `eval_files`), each split by a seeded split into a
 validation part (the only part any choice looks at: the unary gains, the probes, hyperparameter
 selection) and a test part (read once, reported).
@@ -131,18 +131,20 @@ def get_config(variant: str = ''):
   elif variant == 'learnable':  # the same 34-task pool, evaluated on the 6 suites it can move
     t.eval_tasks = LEARNABLE_SUITES
     t.seeds = '50,51,52,53,54'  # fixed before any run of this variant
-  elif variant in ('short', 'precise'):  # the learnable suites under a fine-tuning budget that binds
+  elif variant in ('short', 'precise', 'precise10'):  # the learnable suites under a fine-tuning budget that binds
     t.eval_tasks = LEARNABLE_SUITES
     # 30 steps x 8 sequences: about 7 per task under uniform. Development seed 31 (read at 100 and
     # 30 steps before `:short`'s run); 60-64 reported, fixed before any run of this variant.
     t.finetune_steps = 30
     t.seeds = '60,61,62,63,64'
-    if variant == 'precise':  # read on 4x the evaluation items: 600 test items per suite
+    if variant in ('precise', 'precise10'):  # read on 4x the evaluation items: 600 test per suite
       config.data.num_heldout = config.eval_items = 1200  # 600 validation + 600 test per suite
       t.unary_items = 150  # the potentials read what `:short`'s did (150 validation items per suite)
       # No development run: only the item counts differ from `:short`. 70-74 fixed before any run.
       t.seeds = '70,71,72,73,74'
+    if variant == 'precise10':  # 10 seeds: a ±0.009 paired CI at `:precise`'s per-seed spread
+      t.seeds = ','.join(str(s) for s in range(80, 90))  # fixed before any run of this variant
   elif variant:
     raise ValueError(f'configs/taskpgm.py: unknown variant {variant!r} '
-                     '(known: n100, mislabeled, skewed, learnable, short, precise)')
+                     '(known: n100, mislabeled, skewed, learnable, short, precise, precise10)')
   return config

@@ -111,7 +111,8 @@ def test_train_docs_spread_sizes_by_name():
 def test_config_variants_name_built_in_tasks_and_their_own_seeds():
   default = taskpgm_config.get_config().taskpgm
   seeds = {}
-  for variant in ('', 'n100', 'mislabeled', 'skewed', 'learnable', 'short', 'precise'):
+  for variant in ('', 'n100', 'mislabeled', 'skewed', 'learnable', 'short', 'precise',
+                  'precise10'):
     t = taskpgm_config.get_config(variant).taskpgm
     tasks = t.tasks.split(',')
     for task in tasks:
@@ -130,8 +131,12 @@ def test_config_variants_name_built_in_tasks_and_their_own_seeds():
       short.eval_tasks, short.finetune_steps)
   assert precise.eval_items == precise.data.num_heldout == 4 * taskpgm_config.get_config().eval_items
   assert precise.taskpgm.unary_items == taskpgm_config.get_config().eval_items // 2
+  precise10 = taskpgm_config.get_config('precise10')
+  assert len(precise10.taskpgm.seeds.split(',')) == 10
+  precise10.taskpgm.seeds = precise.taskpgm.seeds
+  assert precise10.to_dict() == precise.to_dict()  # only the seeds differ
   # Each reported variant has seeds of its own (n100 is one development-style seed).
-  reported = ('', 'mislabeled', 'skewed', 'learnable', 'short', 'precise')
+  reported = ('', 'mislabeled', 'skewed', 'learnable', 'short', 'precise', 'precise10')
   for a in reported:
     for b in reported:
       assert a == b or not seeds[a] & seeds[b], (a, b)
