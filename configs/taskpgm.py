@@ -4,10 +4,10 @@ The pool: BBH-format tasks, near-duplicates of some in other phrasings, math lev
 and tasks unrelated to the suites (prose, code, synthetic text), of very different sizes
 (size_spread); `:mislabeled` adds mislabeled copies of some BBH tasks, `:skewed` copies whose labels
 collapsed to one class; `:learnable` evaluates on the 6 suites fine-tuning moves, `:short` on the
-same under a 30-step fine-tuning budget, `:precise` as `:short` on 4x the evaluation items (`:precise10`: on 10 seeds). The
-evaluation suite: the BBH tasks (plus any `eval_files`), each split by a seeded split into a
-validation part (the only part any choice looks at: the unary gains, the probes, hyperparameter
-selection) and a test part (read once, reported).
+same under a 30-step fine-tuning budget, `:precise` as `:short` on 4x the evaluation items
+(`:precise10`: on 10 seeds). The evaluation suite: the BBH tasks (plus any `eval_files`), each split
+by a seeded split into a validation part (the only part any choice looks at: the unary gains, the
+probes, hyperparameter selection) and a test part (read once, reported).
 """
 
 import ml_collections
