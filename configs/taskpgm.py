@@ -131,7 +131,7 @@ def get_config(variant: str = ''):
   elif variant == 'learnable':  # the same 34-task pool, evaluated on the 6 suites it can move
     t.eval_tasks = LEARNABLE_SUITES
     t.seeds = '50,51,52,53,54'  # fixed before any run of this variant
-  elif variant in ('short', 'precise', 'precise10'):  # the learnable suites under a fine-tuning budget that binds
+  elif variant in ('short', 'precise', 'precise10'):  # the learnable suites, a budget that binds
     t.eval_tasks = LEARNABLE_SUITES
     # 30 steps x 8 sequences: about 7 per task under uniform. Development seed 31 (read at 100 and
     # 30 steps before `:short`'s run); 60-64 reported, fixed before any run of this variant.
@@ -139,7 +139,7 @@ def get_config(variant: str = ''):
     t.seeds = '60,61,62,63,64'
     if variant in ('precise', 'precise10'):  # read on 4x the evaluation items: 600 test per suite
       config.data.num_heldout = config.eval_items = 1200  # 600 validation + 600 test per suite
-      t.unary_items = 150  # the potentials read what `:short`'s did (150 validation items per suite)
+      t.unary_items = 150  # the potentials read what `:short`'s did: 150 validation items/suite
       # No development run: only the item counts differ from `:short`. 70-74 fixed before any run.
       t.seeds = '70,71,72,73,74'
     if variant == 'precise10':  # 10 seeds: a ±0.009 paired CI at `:precise`'s per-seed spread

@@ -126,11 +126,12 @@ def test_config_variants_name_built_in_tasks_and_their_own_seeds():
   assert learnable.tasks == default.tasks and len(learnable.eval_tasks.split(',')) == 6
   short = taskpgm_config.get_config('short').taskpgm
   assert short.eval_tasks == learnable.eval_tasks and short.finetune_steps < default.finetune_steps
-  precise = taskpgm_config.get_config('precise')  # :short on 4x the items, the same potentials' read
+  precise = taskpgm_config.get_config('precise')  # :short on 4x the items, the potentials' read kept
   assert (precise.taskpgm.eval_tasks, precise.taskpgm.finetune_steps) == (
       short.eval_tasks, short.finetune_steps)
-  assert precise.eval_items == precise.data.num_heldout == 4 * taskpgm_config.get_config().eval_items
-  assert precise.taskpgm.unary_items == taskpgm_config.get_config().eval_items // 2
+  items = taskpgm_config.get_config().eval_items
+  assert precise.eval_items == precise.data.num_heldout == 4 * items
+  assert precise.taskpgm.unary_items == items // 2
   precise10 = taskpgm_config.get_config('precise10')
   assert len(precise10.taskpgm.seeds.split(',')) == 10
   precise10.taskpgm.seeds = precise.taskpgm.seeds
