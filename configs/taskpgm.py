@@ -43,6 +43,10 @@ POOL = ','.join([BBH] + [f'rephrase/bbh/{t}' for t in REPHRASED]
                 + list(UNRELATED))  # 34 tasks: 26 BBH-format, 8 that the suites do not ask for
 
 
+# The named variants (`--config=configs/taskpgm.py:<variant>`); n100 is a one-seed size run.
+VARIANTS = ('n100', 'mislabeled', 'skewed', 'learnable', 'short', 'precise', 'precise10')
+
+
 def pool_100() -> str:
   """A 100-task pool: the 16 BBH tasks, their rephrasings and 4 variants each, 3 math levels and
   noise (`--config=configs/taskpgm.py:n100`)."""
@@ -146,5 +150,5 @@ def get_config(variant: str = ''):
       t.seeds = ','.join(str(s) for s in range(80, 90))  # fixed before any run of this variant
   elif variant:
     raise ValueError(f'configs/taskpgm.py: unknown variant {variant!r} '
-                     '(known: n100, mislabeled, skewed, learnable, short, precise, precise10)')
+                     f'(known: {", ".join(VARIANTS)})')
   return config

@@ -111,8 +111,7 @@ def test_train_docs_spread_sizes_by_name():
 def test_config_variants_name_built_in_tasks_and_their_own_seeds():
   default = taskpgm_config.get_config().taskpgm
   seeds = {}
-  for variant in ('', 'n100', 'mislabeled', 'skewed', 'learnable', 'short', 'precise',
-                  'precise10'):
+  for variant in ('',) + taskpgm_config.VARIANTS:
     t = taskpgm_config.get_config(variant).taskpgm
     tasks = t.tasks.split(',')
     for task in tasks:
@@ -137,7 +136,7 @@ def test_config_variants_name_built_in_tasks_and_their_own_seeds():
   precise10.taskpgm.seeds = precise.taskpgm.seeds
   assert precise10.to_dict() == precise.to_dict()  # only the seeds differ
   # Each reported variant has seeds of its own (n100 is one development-style seed).
-  reported = ('', 'mislabeled', 'skewed', 'learnable', 'short', 'precise', 'precise10')
+  reported = [v for v in seeds if v != 'n100']
   for a in reported:
     for b in reported:
       assert a == b or not seeds[a] & seeds[b], (a, b)
